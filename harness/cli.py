@@ -1,0 +1,186 @@
+"""The command line: parse, call one function, print. No logic of its own."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+try:  # typer >= 0.24 vendors click; its exceptions live there
+    from typer._click import exceptions as cx
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as cx
+
+from harness.display import LiveSweep, summary_table, trials_table
+
+app = typer.Typer(
+    name="harness",
+    help=(
+        "Tune GFlowNet, diffusion and LocoProp trainers (or your own) with Optuna, Ax, Ray Tune "
+        "or random search; every trial is logged to MLflow.\n\n"
+        "Quick start:  harness sweep branin --trials 16 --workers 2   then   harness ui"
+    ),
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console()
+err = Console(stderr=True)
+
+SpaceArg = Annotated[str, typer.Argument(help="A search-space YAML file, or the name of a shipped one (see `harness spaces`).")]
+TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here); 'none' disables tracking.")]
+
+
+def _sweep_options(**kw: object) -> object:
+    from harness.runner import SweepOptions
+
+    return SweepOptions(command=shlex.join(["harness", *sys.argv[1:]]), **kw)  # type: ignore[arg-type]
+
+
+@app.command()
+def sweep(
+    space: SpaceArg,
+    tuner: Annotated[str, typer.Option(help="Who proposes trials: optuna | random (and any installed harness.tuners plugin).")] = "optuna",
+    engine: Annotated[str, typer.Option(help="Where trials run: local (worker processes on this machine).")] = "local",
+    trials: Annotated[int | None, typer.Option(help="Trial budget (default: the space's budget.trials).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel worker processes (default: one per GPU slot, else half the CPU cores).")] = None,
+    devices: Annotated[str, typer.Option(help="auto | cpu | GPU indices such as 0,1.")] = "auto",
+    trials_per_device: Annotated[int, typer.Option(help="Trials sharing one GPU at a time.")] = 1,
+    tracking_uri: TrackingOpt = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space file's stem).")] = None,
+    name: Annotated[str | None, typer.Option(help="Sweep name (default: <space>-<tuner>-<timestamp>).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the tuner and of the trials' seeds.")] = 0,
+    timeout: Annotated[float | None, typer.Option(help="Stop dispatching new trials after this many seconds.")] = None,
+    trial_timeout: Annotated[float | None, typer.Option(help="Fail a trial that runs longer than this many seconds.")] = None,
+    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe | random | gp | cmaes.")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="Optuna pruner: none | median | hyperband | sha.")] = "none",
+    storage: Annotated[str | None, typer.Option(help="Optuna storage: memory, a journal file path, sqlite:///... or postgresql://... (default: a journal file in .harness/sweeps/NAME/).")] = None,
+) -> None:
+    """Run a sweep: the tuner proposes, workers train, MLflow records every trial."""
+    from harness.runner import launch, prepare
+
+    options = _sweep_options(
+        space=space, tuner=tuner, engine=engine, trials=trials, workers=workers, devices=devices,
+        trials_per_device=trials_per_device, tracking_uri=tracking_uri, experiment=experiment,
+        name=name, seed=seed, timeout=timeout, trial_timeout=trial_timeout, sampler=sampler,
+        pruner=pruner, storage=storage,
+    )
+    p = prepare(options)  # type: ignore[arg-type]
+    console.print(f"sweep [bold]{p.name}[/]: {p.trials} trials of {p.spec.objective} on {len(p.slots)} worker(s) ({', '.join(sorted(set(p.slots)))})")
+    with LiveSweep(console, p.trials, p.name) as live:
+        summary = launch(options, live, prepared=p)  # type: ignore[arg-type]
+    _print_summary(summary)
+
+
+@app.command()
+def trial(
+    space: SpaceArg,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for a parameter or a fixed value; repeatable. Unset parameters take their default, else the middle of their range.")] = None,
+    devices: Annotated[str, typer.Option(help="auto | cpu | GPU indices.")] = "auto",
+    tracking_uri: TrackingOpt = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space file's stem).")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (default: <space>-trial-<timestamp>).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the trial.")] = 0,
+    trial_timeout: Annotated[float | None, typer.Option(help="Fail the trial after this many seconds.")] = None,
+) -> None:
+    """Run one configuration and log it (tag harness.tuner = manual)."""
+    from harness.runner import parse_set, run_trial
+
+    options = _sweep_options(space=space, devices=devices, tracking_uri=tracking_uri,
+                             experiment=experiment, name=name, seed=seed, trial_timeout=trial_timeout)
+    overrides = parse_set(set_ or [])
+    with LiveSweep(console, 1, "trial") as live:
+        summary = run_trial(options, overrides, live)  # type: ignore[arg-type]
+    _print_summary(summary)
+    r = summary.stats.results[0] if summary.stats.results else None
+    if r is not None:
+        console.print(f"trial {r.state.value}: {summary.spec.metric.name} = {r.value}" + (f"  ({r.reason})" if r.reason else ""))
+        console.print({k: v for k, v in r.metrics.items()})
+
+
+@app.command()
+def spaces() -> None:
+    """List the shipped search spaces."""
+    from rich.table import Table
+
+    from harness.spec import SpecError, load_spec, shipped_spaces
+
+    t = Table(title="shipped search spaces (harness sweep NAME)", title_justify="left")
+    for col in ("name", "objective", "metric", "params", "trials"):
+        t.add_column(col)
+    for path in shipped_spaces():
+        try:
+            s = load_spec(path)
+            t.add_row(path.stem, s.objective, f"{s.metric.name} ({s.metric.goal})",
+                      ", ".join(s.params), str(s.budget.trials))
+        except SpecError as exc:
+            t.add_row(path.stem, "[red]invalid", str(exc), "", "")
+    console.print(t)
+
+
+@app.command()
+def ui(
+    tracking_uri: TrackingOpt = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    host: Annotated[str, typer.Option(help="Bind address; 127.0.0.1 keeps the UI private to this machine.")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on the tracking store (bound to 127.0.0.1 by default)."""
+    from harness.tracking import resolve_uri
+
+    uri = resolve_uri(tracking_uri)
+    if uri is None:
+        raise cx.UsageError("--tracking-uri none: there is no store to show")
+    console.print(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl-C to stop)")
+    mlflow = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}))
+
+
+def _print_summary(summary: object) -> None:
+    console.print(summary_table(summary))
+    s = summary.stats  # type: ignore[attr-defined]
+    if s.complete:
+        console.print(trials_table(s, summary.spec.metric.name, goal=summary.spec.metric.goal))  # type: ignore[attr-defined]
+    if summary.tracking_uri:  # type: ignore[attr-defined]
+        console.print(f"open the MLflow UI:  harness ui --tracking-uri {summary.tracking_uri}")  # type: ignore[attr-defined]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every input error is one line on stderr and exit code 2."""
+    from harness.engines.base import EngineError
+    from harness.objective import ObjectiveError
+    from harness.runner import UsageError
+    from harness.spec import SpecError
+    from harness.tracking import TrackingError
+    from harness.tuners.base import TunerError
+
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="harness", standalone_mode=False)
+    except (SpecError, ObjectiveError, TunerError, EngineError, UsageError, TrackingError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except cx.NoArgsIsHelpError:
+        return 0
+    except cx.UsageError as exc:
+        hint = f" (see 'harness {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else " (see 'harness --help')"
+        err.print(f"error: {exc.format_message()}{hint}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except cx.Exit as exc:
+        return exc.exit_code
+    except cx.Abort:
+        err.print("aborted", markup=False)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

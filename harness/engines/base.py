@@ -1,0 +1,113 @@
+"""The engine protocol: where trials run, separate from who proposes them (the tuner).
+
+An engine accepts :class:`TrialTask` s while it has free slots, streams :class:`Report` s while
+they run and one :class:`Done` each when they end. Prune decisions are fire-and-forget:
+``stop_trial`` sets a flag that the trial's next ``report`` call turns into ``TrialPruned``.
+"""
+
+from __future__ import annotations
+
+import traceback as tb
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from harness.objective import TrialPruned, load_objective
+
+
+@dataclass(frozen=True)
+class TrialTask:
+    number: int
+    objective: str
+    params: dict[str, Any]
+    config: dict[str, Any]
+    seed: int
+    timeout: float | None = None
+    artifact_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    number: int
+    step: int
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Done:
+    """How a trial ended on its worker. ``status``: ok | pruned | error | timeout | died."""
+
+    number: int
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None
+    traceback: str | None = None
+    steps: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+Event = Report | Done
+
+
+class Engine(Protocol):
+    name: str
+
+    def start(self, objective: str) -> None:
+        """Start the workers (pre-importing ``objective``); returns when they are ready."""
+        ...
+
+    def free_slots(self) -> int: ...
+
+    def submit(self, task: TrialTask) -> str:
+        """Start ``task`` on a free slot; returns the device it runs on."""
+        ...
+
+    def poll(self, timeout: float) -> list[Event]:
+        """Events that arrived within ``timeout`` seconds (returns early when one arrives)."""
+        ...
+
+    def stop_trial(self, number: int) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class EngineError(ValueError):
+    """An engine option is wrong or the engine cannot start (one line, for the CLI)."""
+
+
+def run_task(
+    task: TrialTask,
+    device: str,
+    send: Callable[[Event], None],
+    should_stop: Callable[[int], bool],
+    clock: Callable[[], float],
+) -> Done:
+    """Run one trial in the current process: the part every engine's worker shares.
+
+    ``send`` streams reports; ``should_stop(number)`` is the prune flag checked on each report.
+    The trainer's exceptions become a ``Done`` with status ``pruned`` or ``error``.
+    """
+    last_step = 0
+    t0 = clock()
+
+    def report(step: int, metrics: Mapping[str, float]) -> None:
+        nonlocal last_step
+        last_step = int(step)
+        send(Report(task.number, int(step), {k: float(v) for k, v in metrics.items()}))
+        if should_stop(task.number):
+            raise TrialPruned(f"pruned at step {step}")
+
+    try:
+        fn = load_objective(task.objective)
+        out = fn(task.config, device=device, seed=task.seed, report=report,
+                 artifact_dir=task.artifact_dir)
+        metrics = {k: float(v) for k, v in dict(out or {}).items()}
+        return Done(task.number, "ok", metrics, steps=last_step, seconds=clock() - t0, device=device)
+    except TrialPruned as exc:
+        return Done(task.number, "pruned", reason=str(exc) or "pruned", steps=last_step,
+                    seconds=clock() - t0, device=device)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        return Done(task.number, "error", reason=reason, traceback=tb.format_exc(),
+                    steps=last_step, seconds=clock() - t0, device=device)

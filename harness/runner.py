@@ -1,0 +1,269 @@
+"""Launching sweeps: validate every input, build tuner / engine / tracker, run, clean up.
+
+Everything that can be wrong with the input is checked before an MLflow run is created or a
+worker is started. The CLI calls :func:`launch` (and :func:`run_trial`) and prints the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from harness.engines.base import EngineError
+from harness.objective import check_objective
+from harness.spec import SweepSpec, load_spec
+from harness.sweep import SweepLoop, SweepStats
+from harness.tracking import SweepInfo, make_tracker, resolve_uri
+from harness.tuners.base import TunerError, TunerOptions, make_tuner, registered_tuners
+
+STATE_ROOT = Path(".harness") / "sweeps"
+
+
+class UsageError(ValueError):
+    """A combination of options that makes no sense (one line, exit 2)."""
+
+
+@dataclass
+class SweepOptions:
+    space: str
+    tuner: str = "optuna"
+    engine: str = "local"
+    trials: int | None = None
+    workers: int | None = None
+    devices: str = "auto"
+    trials_per_device: int = 1
+    tracking_uri: str | None = None
+    experiment: str | None = None
+    name: str | None = None
+    seed: int = 0
+    timeout: float | None = None
+    trial_timeout: float | None = None
+    sampler: str = "tpe"
+    pruner: str = "none"
+    storage: str | None = None
+    state_root: Path = STATE_ROOT
+    command: str | None = None  # the command line, for provenance
+
+
+@dataclass
+class SweepSummary:
+    name: str
+    spec: SweepSpec
+    stats: SweepStats
+    workers: int
+    startup_seconds: float
+    parent_run_id: str | None
+    tracking_uri: str | None
+    experiment: str
+    state_dir: Path
+    failed_writes: int = 0
+    tracking_errors: list[str] = field(default_factory=list)
+
+    @property
+    def utilization(self) -> float:
+        return self.stats.utilization(self.workers)
+
+
+@dataclass
+class Prepared:
+    options: SweepOptions
+    spec: SweepSpec
+    name: str
+    experiment: str
+    uri: str | None
+    slots: list[str]
+    state_dir: Path
+    trials: int
+
+
+def prepare(options: SweepOptions) -> Prepared:
+    """Validate everything; raise a one-line error (SpecError, UsageError, ...) on the first fault."""
+    spec = load_spec(options.space)
+    check_objective(spec.objective)
+    if options.trials is not None and options.trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {options.trials}")
+    if options.timeout is not None and options.timeout <= 0:
+        raise UsageError(f"--timeout must be > 0 seconds, got {options.timeout}")
+    if options.trial_timeout is not None and options.trial_timeout <= 0:
+        raise UsageError(f"--trial-timeout must be > 0 seconds, got {options.trial_timeout}")
+    if options.tuner not in registered_tuners() and options.tuner != "manual":
+        known = ", ".join(sorted(registered_tuners()))
+        raise TunerError(f"--tuner {options.tuner}: unknown tuner (installed: {known})")
+    if options.tuner == "optuna":
+        from harness.tuners.optuna import PRUNERS, SAMPLERS
+
+        if options.sampler not in SAMPLERS:
+            raise TunerError(f"--sampler {options.sampler}: unknown sampler (use one of {', '.join(SAMPLERS)})")
+        if options.pruner not in PRUNERS:
+            raise TunerError(f"--pruner {options.pruner}: unknown pruner (use one of {', '.join(PRUNERS)})")
+    elif options.pruner != "none" and options.tuner != "manual":
+        raise UsageError(f"--pruner {options.pruner}: only the optuna tuner takes a pruner")
+    slots = _engine_slots(options)
+    stem = Path(str(options.space)).stem
+    name = options.name or f"{stem}-{options.tuner}-{datetime.now():%Y%m%d-%H%M%S}"
+    if any(c in name for c in "/\\") or name.startswith("."):
+        raise UsageError(f"--name {name!r}: a sweep name cannot contain '/' or start with '.'")
+    return Prepared(
+        options=options, spec=spec, name=name, experiment=options.experiment or stem,
+        uri=resolve_uri(options.tracking_uri), slots=slots,
+        state_dir=options.state_root / name, trials=options.trials or spec.budget.trials,
+    )
+
+
+def _engine_slots(options: SweepOptions) -> list[str]:
+    if options.engine != "local":
+        raise UsageError(f"--engine {options.engine}: unknown engine (use local)")
+    from harness.engines.local import device_slots
+
+    return device_slots(options.devices, options.trials_per_device, options.workers)
+
+
+def provenance(command: str | None) -> dict[str, str]:
+    """Git commit (and dirtiness), package versions and the command line, as parent-run tags."""
+    tags: dict[str, str] = {}
+    try:
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0:
+            tags["harness.git_commit"] = commit.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                   capture_output=True, text=True, timeout=5)
+            tags["harness.git_dirty"] = str(bool(dirty.stdout.strip())).lower()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    for pkg in ("torch", "optuna", "ax-platform", "ray", "mlflow"):
+        try:
+            tags[f"harness.version.{pkg}"] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    tags["harness.command"] = command or shlex.join(["harness", *sys.argv[1:]])
+    return tags
+
+
+def _write_state(state_dir: Path, data: dict[str, Any]) -> None:
+    """Atomically replace the sweep's state.json (write, then os.replace)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / "state.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, state_dir / "state.json")
+
+
+def launch(
+    options: SweepOptions,
+    on_update: Callable[[SweepStats], None] | None = None,
+    *,
+    prepared: Prepared | None = None,
+    manual_configs: list[dict[str, Any]] | None = None,
+) -> SweepSummary:
+    """Run a sweep end to end (validated first; see :func:`prepare`)."""
+    p = prepared or prepare(options)
+    spec = p.spec
+    tuner_options = TunerOptions(
+        seed=options.seed, sampler=options.sampler, pruner=options.pruner,
+        storage=options.storage, study_name=p.name, state_dir=p.state_dir,
+    )
+    if manual_configs is not None:
+        from harness.tuners.manual import ManualTuner
+
+        tuner: Any = ManualTuner(manual_configs)
+    else:
+        tuner = make_tuner(options.tuner, spec, tuner_options)
+    tracker = make_tracker(p.uri)
+    from harness.engines.local import LocalEngine
+
+    engine = LocalEngine(p.slots)
+    state: dict[str, Any] = {
+        "name": p.name, "spec_hash": spec.hash(), "tuner": options.tuner, "engine": options.engine,
+        "tracking_uri": p.uri, "experiment": p.experiment, "trials": p.trials, "seed": options.seed,
+        "status": "starting", "started": time.time(), "objective": spec.objective,
+    }
+    p.state_dir.mkdir(parents=True, exist_ok=True)
+    (p.state_dir / "spec.yaml").write_text(spec.to_yaml())
+    info = SweepInfo(
+        name=p.name, experiment=p.experiment, tuner=options.tuner, objective=spec.objective,
+        engine=options.engine, seed=options.seed, spec_yaml=spec.to_yaml(), spec_hash=spec.hash(),
+        metric=spec.metric.name, goal=spec.metric.goal, params=dict(spec.fixed),
+        tags={**provenance(options.command), "harness.budget": str(p.trials)},
+    )
+    parent = tracker.start_sweep(info)  # fails here, before any worker, when the store is down
+    state.update(parent_run_id=parent, status="running")
+    _write_state(p.state_dir, state)
+    status = "FAILED"
+    try:
+        engine.start(spec.objective)
+        loop = SweepLoop(
+            spec=spec, tuner=tuner, engine=engine, tracker=tracker, objective=spec.objective,
+            budget=p.trials, seed=options.seed, timeout=options.timeout or spec.budget.timeout,
+            trial_timeout=options.trial_timeout or spec.budget.trial_timeout,
+            artifact_root=p.state_dir / "artifacts", on_update=on_update,
+        )
+        stats = loop.run()
+        wait = getattr(tracker, "wait", None)
+        if wait is not None:
+            wait()
+        stats.last_stored = time.perf_counter()
+        status = "FINISHED"
+    finally:
+        engine.shutdown()
+        tracker.finish_sweep(status)
+        tuner.close()
+        state["status"] = "finished" if status == "FINISHED" else "failed"
+        _write_state(p.state_dir, state)
+    return SweepSummary(
+        name=p.name, spec=spec, stats=stats, workers=len(p.slots),
+        startup_seconds=engine.startup_seconds, parent_run_id=parent, tracking_uri=p.uri,
+        experiment=p.experiment, state_dir=p.state_dir, failed_writes=tracker.failed_writes,
+        tracking_errors=list(getattr(tracker, "errors", [])),
+    )
+
+
+def run_trial(options: SweepOptions, overrides: dict[str, Any],
+              on_update: Callable[[SweepStats], None] | None = None) -> SweepSummary:
+    """``harness trial``: one configuration, through the same engine, as a one-trial sweep."""
+    options.tuner = "manual"
+    options.trials = 1
+    if options.workers is None:
+        options.workers = 1
+    p = prepare(options)
+    params, fixed_over = p.spec.defaults(overrides)
+    if fixed_over:
+        p.spec = p.spec.model_copy(update={"fixed": {**p.spec.fixed, **fixed_over}})
+    if options.name is None:
+        p.name = p.name.replace("-manual-", "-trial-")
+        p.state_dir = options.state_root / p.name
+    return launch(options, on_update, prepared=p, manual_configs=[params])
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are read as YAML scalars (1e-3, 64, true, tb)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set {item!r}: expected key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[key.strip()] = value
+    return out
+
+
+__all__ = ["EngineError", "SweepOptions", "SweepSummary", "UsageError", "launch", "prepare", "run_trial"]

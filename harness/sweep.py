@@ -1,0 +1,170 @@
+"""The sweep loop: ask the tuner, run on the engine, tell the tuner, log to the tracker.
+
+Every trial ends through :func:`finish` (one finishing path): the engine's outcome becomes a
+complete, pruned or failed :class:`TrialResult`, which the tuner and the tracker both receive.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.engines.base import Done, Engine, Report, TrialTask
+from harness.spec import SweepSpec
+from harness.tracking import Tracker
+from harness.tuners.base import TrialResult, TrialState, Tuner
+
+
+def trial_seed(sweep_seed: int, number: int) -> int:
+    """A per-trial seed derived from the sweep's seed and the trial number."""
+    return (sweep_seed * 1_000_003 + number * 7_919) % (2**31 - 1)
+
+
+@dataclass
+class SweepStats:
+    """What the live display and the summary show; updated as events arrive."""
+
+    budget: int
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    best: TrialResult | None = None
+    results: list[TrialResult] = field(default_factory=list)
+    cum_steps: int = 0
+    busy_seconds: float = 0.0  # sum of the trials' own seconds
+    first_dispatch: float | None = None
+    last_stored: float | None = None
+    stopped_early: str | None = None  # why dispatch stopped before the budget (timeout, ...)
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+    def wall_seconds(self) -> float:
+        if self.first_dispatch is None or self.last_stored is None:
+            return 0.0
+        return self.last_stored - self.first_dispatch
+
+    def utilization(self, workers: int) -> float:
+        wall = self.wall_seconds()
+        return self.busy_seconds / (workers * wall) if wall > 0 and workers > 0 else 0.0
+
+
+def finish(done: Done, task: TrialTask, spec: SweepSpec, last_value: float | None) -> TrialResult:
+    """Map an engine outcome to the trial's state (the one finishing path)."""
+    base: dict[str, Any] = dict(
+        number=task.number, params=task.params, metrics=done.metrics, steps=done.steps,
+        seconds=done.seconds, device=done.device, seed=task.seed,
+    )
+    name = spec.metric.name
+    if done.status == "ok":
+        if name not in done.metrics:
+            got = ", ".join(sorted(done.metrics)) or "nothing"
+            return TrialResult(state=TrialState.FAILED, reason=f"objective returned no metric '{name}' (got {got})", **base)
+        value = done.metrics[name]
+        if not math.isfinite(value):
+            return TrialResult(state=TrialState.FAILED, reason=f"metric '{name}' is {value} (diverged)", **base)
+        return TrialResult(state=TrialState.COMPLETE, value=value, **base)
+    if done.status == "pruned":
+        return TrialResult(state=TrialState.PRUNED, value=last_value, reason=done.reason, **base)
+    return TrialResult(state=TrialState.FAILED, reason=done.reason, traceback=done.traceback, **base)
+
+
+@dataclass
+class SweepLoop:
+    spec: SweepSpec
+    tuner: Tuner
+    engine: Engine
+    tracker: Tracker
+    objective: str
+    budget: int
+    seed: int = 0
+    timeout: float | None = None
+    trial_timeout: float | None = None
+    artifact_root: Path | None = None
+    on_update: Callable[[SweepStats], None] | None = None
+    clock: Callable[[], float] = time.perf_counter
+
+    def run(self) -> SweepStats:
+        stats = SweepStats(budget=self.budget)
+        tasks: dict[int, TrialTask] = {}
+        last_value: dict[int, float] = {}
+        asked = 0
+        start = self.clock()
+        exhausted = False
+        while True:
+            if self.timeout is not None and self.clock() - start > self.timeout and not stats.stopped_early:
+                stats.stopped_early = f"timeout after {self.timeout:g} s"
+            free = self.engine.free_slots()
+            want = min(free, self.budget - asked)
+            if want > 0 and not exhausted and not stats.stopped_early:
+                suggestions = self.tuner.ask(want)
+                exhausted = not suggestions
+                for s in suggestions:
+                    task = TrialTask(
+                        number=s.number, objective=self.objective, params=s.params,
+                        config=self.spec.config(s.params), seed=trial_seed(self.seed, s.number),
+                        timeout=self.trial_timeout, artifact_dir=self._artifact_dir(s.number),
+                    )
+                    device = self.engine.submit(task)
+                    tasks[s.number] = task
+                    asked += 1
+                    if stats.first_dispatch is None:
+                        stats.first_dispatch = self.clock()
+                    self.tracker.trial_started(s.number, s.params, task.seed, device)
+            stats.running = len(tasks)
+            if not tasks and (asked >= self.budget or exhausted or stats.stopped_early):
+                break
+            for event in self.engine.poll(0.05):
+                if isinstance(event, Report):
+                    self._on_report(event, last_value)
+                elif isinstance(event, Done) and event.number in tasks:
+                    task = tasks.pop(event.number)
+                    result = finish(event, task, self.spec, last_value.pop(event.number, None))
+                    self._record(result, stats, start)
+            stats.running = len(tasks)
+            if self.on_update is not None:
+                self.on_update(stats)
+        return stats
+
+    def _on_report(self, event: Report, last_value: dict[int, float]) -> None:
+        self.tracker.trial_report(event.number, event.step, event.metrics)
+        value = event.metrics.get(self.spec.metric.name)
+        if value is None or not math.isfinite(value):
+            return
+        last_value[event.number] = value
+        if self.tuner.report(event.number, event.step, value):
+            self.engine.stop_trial(event.number)
+
+    def _record(self, result: TrialResult, stats: SweepStats, start: float) -> None:
+        self.tuner.tell(result)
+        stats.results.append(result)
+        stats.busy_seconds += result.seconds
+        stats.cum_steps += result.steps
+        if result.state is TrialState.COMPLETE:
+            stats.complete += 1
+            assert result.value is not None
+            if stats.best is None or self.spec.metric.better(result.value, stats.best.value):  # type: ignore[arg-type]
+                stats.best = result
+        elif result.state is TrialState.PRUNED:
+            stats.pruned += 1
+        else:
+            stats.failed += 1
+        self.tracker.trial_finished(
+            result, elapsed=self.clock() - start,
+            best=stats.best.value if stats.best else None,
+            finished=stats.finished, cum_steps=stats.cum_steps,
+            artifact_dir=self._artifact_dir(result.number),
+        )
+
+    def _artifact_dir(self, number: int) -> str | None:
+        if self.artifact_root is None:
+            return None
+        path = self.artifact_root / f"trial-{number}"
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)

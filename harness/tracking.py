@@ -1,0 +1,331 @@
+"""MLflow layout: a sweep is a parent run, each trial a child run under it.
+
+Only the driver writes, and it writes from one background thread, so the sweep loop never
+waits on the store: dispatch stays fast and SQLite (the embedded default) has one writer.
+A write that fails is retried; what still cannot be written is counted and reported, and
+never stops the trials (the tuner's state keeps every result).
+
+Parent run tags: ``harness.tuner``, ``harness.objective``, ``harness.seed``, ``harness.engine``,
+``harness.sweep``, ``harness.spec_hash``, git commit, package versions; the resolved spec as an
+artifact; metrics ``best_so_far`` (step = finished trials) and ``best_so_far_by_steps``
+(step = cumulative training steps). Child run: params, step metrics, final metrics,
+``elapsed_s``, ``seconds``, tags ``harness.state``, ``harness.device``, ``harness.reason``,
+and ``traceback.txt`` when it failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from harness.tuners.base import TrialResult, TrialState
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (one line, for the CLI)."""
+
+
+def resolve_uri(uri: str | None) -> str | None:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else SQLite in the working folder.
+
+    ``none`` turns tracking off. A relative SQLite path is made absolute, so worker processes
+    and later commands find the same file.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    if uri.lower() == "none":
+        return None
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+@dataclass
+class SweepInfo:
+    name: str
+    experiment: str
+    tuner: str
+    objective: str
+    engine: str
+    seed: int
+    spec_yaml: str
+    spec_hash: str
+    metric: str
+    goal: str
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # the spec's fixed values
+
+
+class Tracker(Protocol):
+    parent_run_id: str | None
+    failed_writes: int
+
+    def start_sweep(self, info: SweepInfo, parent_run_id: str | None = None) -> str | None: ...
+
+    def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str) -> None: ...
+
+    def trial_report(self, number: int, step: int, metrics: Mapping[str, float]) -> None: ...
+
+    def trial_finished(
+        self, result: TrialResult, *, elapsed: float, best: float | None, finished: int,
+        cum_steps: int, artifact_dir: str | None = None,
+    ) -> None: ...
+
+    def finish_sweep(self, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    """``--tracking-uri none``: for GPU checks on machines without MLflow."""
+
+    parent_run_id: str | None = None
+    failed_writes = 0
+
+    def start_sweep(self, info: SweepInfo, parent_run_id: str | None = None) -> str | None:
+        return None
+
+    def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str) -> None:
+        pass
+
+    def trial_report(self, number: int, step: int, metrics: Mapping[str, float]) -> None:
+        pass
+
+    def trial_finished(self, result: TrialResult, **kwargs: Any) -> None:
+        pass
+
+    def finish_sweep(self, status: str = "FINISHED") -> None:
+        pass
+
+
+def _ms(t: float | None = None) -> int:
+    return int((time.time() if t is None else t) * 1000)
+
+
+def _str(value: Any) -> str:
+    return str(value)[:6000]
+
+
+_STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAILED: "FAILED"}
+
+
+class MLflowTracker:
+    """Writes the sweep to MLflow from one background thread."""
+
+    FLUSH_EVERY_S = 5.0
+    RETRIES = 3
+
+    def __init__(self, uri: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # mlflow resets it on import
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.parent_run_id: str | None = None
+        self.experiment_id: str | None = None
+        self.failed_writes = 0
+        self.errors: list[str] = []
+        self._runs: dict[int, str] = {}  # trial number -> child run id (writer thread only)
+        self._pending: dict[int, list[Any]] = {}  # buffered step metrics (writer thread only)
+        self._last_flush: dict[int, float] = {}
+        self._ops: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    # -- synchronous start: fail before any trial runs when the store does not answer ---------
+    def start_sweep(self, info: SweepInfo, parent_run_id: str | None = None) -> str:
+        from mlflow.entities import Metric, Param, RunTag  # noqa: F401  (import cost paid here)
+
+        try:
+            exp = self.client.get_experiment_by_name(info.experiment)
+            if exp is None:
+                self.experiment_id = self.client.create_experiment(
+                    info.experiment, artifact_location=self._artifact_location(info.experiment)
+                )
+            else:
+                self.experiment_id = exp.experiment_id
+            if parent_run_id is None:
+                tags = {
+                    "harness.tuner": info.tuner,
+                    "harness.objective": info.objective,
+                    "harness.seed": str(info.seed),
+                    "harness.engine": info.engine,
+                    "harness.sweep": info.name,
+                    "harness.spec_hash": info.spec_hash,
+                    "harness.metric": info.metric,
+                    "harness.goal": info.goal,
+                    "harness.kind": "sweep",
+                    **info.tags,
+                }
+                run = self.client.create_run(self.experiment_id, run_name=info.name, tags=tags)
+                parent_run_id = run.info.run_id
+                self.client.log_batch(
+                    parent_run_id,
+                    params=[Param(k, _str(v)) for k, v in list(info.params.items())[:100]],
+                )
+                self.client.log_text(parent_run_id, info.spec_yaml, "spec.yaml")
+        except Exception as exc:
+            raise TrackingError(
+                f"tracking store {self.uri} does not answer: {str(exc).splitlines()[0][:300]}"
+            ) from None
+        self.parent_run_id = parent_run_id
+        self._thread = threading.Thread(target=self._loop, name="harness-tracker", daemon=True)
+        self._thread.start()
+        return parent_run_id
+
+    def _artifact_location(self, experiment: str) -> str | None:
+        if self.uri.startswith("sqlite:///"):
+            db = Path(self.uri[len("sqlite:///"):])
+            return (db.parent / "mlartifacts" / experiment).as_uri()
+        return None
+
+    # -- the writer thread --------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            op = self._ops.get()
+            if op is None:
+                return
+            for attempt in range(self.RETRIES):
+                try:
+                    op()
+                    break
+                except Exception as exc:  # the store went away: retry, then count the loss
+                    if attempt == self.RETRIES - 1:
+                        self.failed_writes += 1
+                        self.errors.append(str(exc).splitlines()[0][:200])
+                    else:
+                        time.sleep(0.5 * (attempt + 1))
+
+    def _submit(self, op: Callable[[], None]) -> None:
+        if self._thread is not None:
+            self._ops.put(op)
+
+    # -- trial events (called from the sweep loop; never block) -------------------------------
+    def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str) -> None:
+        params = dict(params)
+        start = _ms()
+
+        def op() -> None:
+            from mlflow.entities import Param
+
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"trial-{number}",
+                start_time=start,
+                tags={
+                    PARENT_TAG: self.parent_run_id,
+                    "harness.trial": str(number),
+                    "harness.state": "running",
+                    "harness.seed": str(seed),
+                    "harness.device": device,
+                    "harness.kind": "trial",
+                },
+            )
+            self._runs[number] = run.info.run_id
+            self._last_flush[number] = time.monotonic()
+            if params:
+                self.client.log_batch(run.info.run_id, params=[Param(k, _str(v)) for k, v in params.items()])
+
+        self._submit(op)
+
+    def trial_report(self, number: int, step: int, metrics: Mapping[str, float]) -> None:
+        ts = _ms()
+        metrics = dict(metrics)
+
+        def op() -> None:
+            from mlflow.entities import Metric
+
+            buf = self._pending.setdefault(number, [])
+            buf.extend(Metric(k, v, ts, step) for k, v in metrics.items() if _loggable(v))
+            if len(buf) >= 500 or time.monotonic() - self._last_flush.get(number, 0) > self.FLUSH_EVERY_S:
+                self._flush(number)
+
+        self._submit(op)
+
+    def _flush(self, number: int) -> None:
+        buf = self._pending.pop(number, [])
+        run_id = self._runs.get(number)
+        self._last_flush[number] = time.monotonic()
+        if run_id is None:
+            return
+        for i in range(0, len(buf), 1000):
+            self.client.log_batch(run_id, metrics=buf[i: i + 1000])
+
+    def trial_finished(
+        self, result: TrialResult, *, elapsed: float, best: float | None, finished: int,
+        cum_steps: int, artifact_dir: str | None = None,
+    ) -> None:
+        end = _ms()
+
+        def op() -> None:
+            from mlflow.entities import Metric, RunTag
+
+            if result.number not in self._runs:  # started before a crash, or create failed
+                self._runs[result.number] = self.client.create_run(
+                    self.experiment_id, run_name=f"trial-{result.number}", start_time=end,
+                    tags={PARENT_TAG: self.parent_run_id, "harness.trial": str(result.number),
+                          "harness.kind": "trial"},
+                ).info.run_id
+            run_id = self._runs[result.number]
+            self._flush(result.number)
+            final = [Metric(k, v, end, result.steps) for k, v in result.metrics.items() if _loggable(v)]
+            final += [Metric("elapsed_s", elapsed, end, 0), Metric("seconds", result.seconds, end, 0),
+                      Metric("steps", float(result.steps), end, 0)]
+            tags = [RunTag("harness.state", result.state.value), RunTag("harness.device", result.device)]
+            if result.reason:
+                tags.append(RunTag("harness.reason", result.reason[:5000]))
+            self.client.log_batch(run_id, metrics=final, tags=tags)
+            if result.traceback:
+                self.client.log_text(run_id, result.traceback, "traceback.txt")
+            if artifact_dir and Path(artifact_dir).is_dir() and any(Path(artifact_dir).iterdir()):
+                self.client.log_artifacts(run_id, artifact_dir)
+            self.client.set_terminated(run_id, _STATUS[result.state], end_time=end)
+            self._last_flush.pop(result.number, None)
+            if best is not None and self.parent_run_id:
+                self.client.log_batch(self.parent_run_id, metrics=[
+                    Metric("best_so_far", best, end, finished),
+                    Metric("best_so_far_by_steps", best, end, cum_steps),
+                ])
+
+        self._submit(op)
+
+    def finish_sweep(self, status: str = "FINISHED") -> None:
+        """Drain the writer thread, then close the parent run."""
+        parent = self.parent_run_id
+
+        def op() -> None:
+            if parent:
+                self.client.set_terminated(parent, status)
+
+        self._submit(op)
+        if self._thread is not None:
+            self._ops.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def wait(self) -> None:
+        """Block until every queued write is done (the measurement's end point)."""
+        done = threading.Event()
+        self._submit(done.set)
+        if self._thread is not None:
+            done.wait()
+
+
+def _loggable(v: Any) -> bool:
+    import math
+
+    return isinstance(v, int | float) and math.isfinite(float(v))
+
+
+def make_tracker(uri: str | None) -> Tracker:
+    return NullTracker() if uri is None else MLflowTracker(uri)

@@ -1,0 +1,128 @@
+"""The tuner protocol: who proposes trials, separate from where they run (the engine).
+
+A tuner backend is one file implementing :class:`Tuner` (ask / report / tell) and registered in
+the entry-point group ``harness.tuners``; the sweep loop in :mod:`harness.sweep` joins it to an
+engine. Tools that own their loop and trial placement (Ray Tune) are a different kind and are
+not driven through this protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
+
+ENTRY_POINT_GROUP = "harness.tuners"
+
+
+class TrialState(str, Enum):
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A configuration to evaluate: ``number`` is unique within the sweep."""
+
+    number: int
+    params: dict[str, Any]
+
+
+@dataclass
+class TrialResult:
+    """How a trial ended, as the sweep loop tells it to the tuner and the tracker."""
+
+    number: int
+    params: dict[str, Any]
+    state: TrialState
+    value: float | None = None  # the spec's metric: final when complete, last reported when pruned
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str | None = None  # why it failed or was pruned
+    traceback: str | None = None
+    steps: int = 0  # the trainer's own unit: the last step it reported
+    seconds: float = 0.0
+    device: str = "cpu"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TunerOptions:
+    """What the CLI passes to every tuner; each backend reads the fields that concern it."""
+
+    seed: int = 0
+    sampler: str = "tpe"
+    pruner: str = "none"
+    storage: str | None = None
+    study_name: str | None = None
+    state_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Tuner(Protocol):
+    """Ask for configurations, hear intermediate results, learn the outcome."""
+
+    name: str
+
+    def ask(self, n: int) -> list[Suggestion]:
+        """Up to ``n`` new configurations (fewer is allowed; none ends the sweep early)."""
+        ...
+
+    def report(self, number: int, step: int, value: float) -> bool:
+        """An intermediate value of trial ``number`` at ``step``; True means prune it."""
+        ...
+
+    def tell(self, result: TrialResult) -> None:
+        """The trial's outcome (complete, pruned or failed)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class TunerError(ValueError):
+    """A tuner option is wrong (one line, for the CLI)."""
+
+
+def registered_tuners() -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def make_tuner(name: str, spec: SweepSpec, options: TunerOptions) -> Tuner:
+    """Build the tuner registered as ``name`` (entry point whose target has ``from_spec``)."""
+    eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if name not in eps:
+        known = ", ".join(sorted(eps)) or "none installed"
+        raise TunerError(f"--tuner {name}: unknown tuner (installed: {known})")
+    cls = eps[name].load()
+    return cls.from_spec(spec, options)
+
+
+def sample_uniform(spec: SweepSpec, rng: np.random.Generator) -> dict[str, Any]:
+    """One configuration drawn uniformly (log-uniformly on log scales), parents first."""
+    params: dict[str, Any] = {}
+    for name in spec.order():
+        p = spec.params[name]
+        if not p.active(params):
+            continue
+        if isinstance(p, ChoiceParam):
+            params[name] = p.values[int(rng.integers(len(p.values)))]
+        elif isinstance(p, IntParam):
+            if p.log:
+                lo, hi = math.log(p.low - 0.5 + 1e-9), math.log(p.high + 0.5)
+                v = int(round(math.exp(rng.uniform(lo, hi))))
+            else:
+                v = int(rng.integers(p.low, p.high + 1))  # inclusive upper bound
+            params[name] = min(max(v, p.low), p.high)
+        elif isinstance(p, FloatParam):
+            if p.log:
+                params[name] = float(math.exp(rng.uniform(math.log(p.low), math.log(p.high))))
+            else:
+                params[name] = float(rng.uniform(p.low, p.high))
+    return params

@@ -1,0 +1,166 @@
+"""Optuna backend: ask / tell on a study in a real storage, its samplers and pruners.
+
+The search space is translated by define-by-run (``trial.suggest_*`` in parent-first order),
+so conditional parameters are native: an inactive parameter is never suggested.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState as OptunaState
+
+from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
+from harness.tuners.base import Suggestion, TrialResult, TrialState, TunerError, TunerOptions
+
+SAMPLERS = ("tpe", "random", "gp", "cmaes")
+PRUNERS = ("none", "median", "hyperband", "sha")
+
+
+def distributions(spec: SweepSpec) -> dict[str, BaseDistribution]:
+    """Each parameter's Optuna distribution (bounds and log flags exactly as in the spec)."""
+    out: dict[str, BaseDistribution] = {}
+    for name, p in spec.params.items():
+        if isinstance(p, FloatParam):
+            out[name] = FloatDistribution(p.low, p.high, log=p.log)
+        elif isinstance(p, IntParam):
+            out[name] = IntDistribution(p.low, p.high, log=p.log)
+        elif isinstance(p, ChoiceParam):
+            out[name] = CategoricalDistribution(p.values)
+    return out
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed)
+    raise TunerError(f"--sampler {name}: unknown sampler (use one of {', '.join(SAMPLERS)})")
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    raise TunerError(f"--pruner {name}: unknown pruner (use one of {', '.join(PRUNERS)})")
+
+
+def make_storage(storage: str | None, state_dir: Path | None) -> optuna.storages.BaseStorage:
+    """``None``: a journal file in the sweep's state folder (in memory without one);
+    ``memory``; an RDB URL (``sqlite:///``, ``postgresql://``); or a journal file path."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if storage is None:
+        if state_dir is None:
+            return optuna.storages.InMemoryStorage()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(state_dir / "optuna.journal")))
+    if storage == "memory":
+        return optuna.storages.InMemoryStorage()
+    if "://" in storage:
+        try:
+            return optuna.storages.RDBStorage(storage, heartbeat_interval=None)
+        except Exception as exc:  # SQLAlchemy raises many types for a bad URL or a dead server
+            raise TunerError(
+                f"--storage {mask_url(storage)}: cannot open: {str(exc).splitlines()[0]}"
+            ) from None
+    return JournalStorage(JournalFileBackend(storage))
+
+
+def mask_url(url: str) -> str:
+    """Hide a password in ``scheme://user:password@host`` for logs and tags."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+class OptunaTuner:
+    name = "optuna"
+
+    def __init__(self, spec: SweepSpec, study: optuna.Study) -> None:
+        self.spec = spec
+        self.study = study
+        self.dists = distributions(spec)
+        self._trials: dict[int, optuna.Trial] = {}
+
+    @classmethod
+    def from_spec(cls, spec: SweepSpec, options: TunerOptions) -> OptunaTuner:
+        optuna.logging.set_verbosity(logging.WARNING)
+        sampler = make_sampler(options.sampler, options.seed)
+        pruner = make_pruner(options.pruner)
+        storage = make_storage(options.storage, options.state_dir)
+        study = optuna.create_study(
+            study_name=options.study_name or "harness",
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            direction=spec.metric.goal,
+            load_if_exists=True,
+        )
+        return cls(spec, study)
+
+    def enqueue(self, params: dict[str, Any]) -> None:
+        """Evaluate ``params`` before the sampler's own suggestions."""
+        self.study.enqueue_trial(params)
+
+    def _suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        for name in self.spec.order():
+            p = self.spec.params[name]
+            if not p.active(params):
+                continue
+            d = self.dists[name]
+            if isinstance(d, FloatDistribution):
+                params[name] = trial.suggest_float(name, d.low, d.high, log=d.log)
+            elif isinstance(d, IntDistribution):
+                params[name] = trial.suggest_int(name, d.low, d.high, log=d.log)
+            elif isinstance(d, CategoricalDistribution):
+                params[name] = trial.suggest_categorical(name, d.choices)
+        return params
+
+    def ask(self, n: int) -> list[Suggestion]:
+        out = []
+        for _ in range(n):
+            trial = self.study.ask()
+            self._trials[trial.number] = trial
+            out.append(Suggestion(trial.number, self._suggest(trial)))
+        return out
+
+    def report(self, number: int, step: int, value: float) -> bool:
+        trial = self._trials[number]
+        trial.report(value, step)
+        return trial.should_prune()
+
+    def tell(self, result: TrialResult) -> None:
+        trial = self._trials.pop(result.number, result.number)
+        if result.state is TrialState.COMPLETE:
+            self.study.tell(trial, result.value)
+        elif result.state is TrialState.PRUNED:
+            self.study.tell(trial, state=OptunaState.PRUNED)
+        else:
+            self.study.tell(trial, state=OptunaState.FAIL)
+
+    def close(self) -> None:
+        pass

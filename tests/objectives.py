@@ -1,0 +1,43 @@
+"""Objectives used by the tests: importable as ``tests.objectives:NAME`` from worker processes."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Report = Callable[[int, Mapping[str, float]], None] | None
+
+
+def misbehave(config: Mapping[str, Any], *, device: str = "cpu", seed: int = 0,
+              report: Report = None, artifact_dir: str | None = None) -> dict[str, float]:
+    """Behaves as ``config['mode']`` says: ok, raise, nan, hang (past any timeout) or kill."""
+    mode = config["mode"]
+    x = float(config.get("x", 0.0))
+    if report is not None:
+        report(1, {"value": x})
+    if mode == "raise":
+        raise ValueError(f"bad x={x}")
+    if mode == "nan":
+        return {"value": math.nan}
+    if mode == "hang":
+        time.sleep(120)
+    if mode == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"value": x}
+
+
+def quadratic(config: Mapping[str, Any], *, device: str = "cpu", seed: int = 0,
+              report: Report = None, artifact_dir: str | None = None) -> dict[str, float]:
+    """Deterministic: (x - 0.3)^2 + (y - 2)^2 / 10, with a file artifact; reports 3 steps."""
+    value = (float(config["x"]) - 0.3) ** 2 + (float(config.get("y", 2)) - 2) ** 2 / 10
+    for step in (1, 2, 3):
+        if report is not None:
+            report(step, {"value": value * (4 - step)})
+    if artifact_dir:
+        with open(os.path.join(artifact_dir, "note.txt"), "w") as f:
+            f.write(f"device={device} seed={seed}\n")
+    return {"value": value, "device_is_cpu": float(device == "cpu")}

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from harness.spec import parse_spec
+from harness.tuners.base import TrialResult, TrialState, TunerError, TunerOptions, make_tuner, sample_uniform
+from harness.tuners.optuna import distributions, mask_url
+
+SPEC = parse_spec({
+    "objective": "x:y",
+    "metric": {"name": "v"},
+    "params": {
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "n": {"type": "int", "low": 1, "high": 3},
+        "h": {"type": "int", "low": 16, "high": 512, "log": True},
+        "loss": {"type": "choice", "values": ["tb", "subtb"]},
+        "lam": {"type": "float", "low": 0.5, "high": 0.99, "when": {"loss": "subtb"}},
+    },
+})
+
+
+def check_in_space(params):
+    assert 1e-4 <= params["lr"] <= 1e-1
+    assert params["n"] in (1, 2, 3)
+    assert 16 <= params["h"] <= 512 and isinstance(params["h"], int)
+    assert params["loss"] in ("tb", "subtb")
+    assert ("lam" in params) == (params["loss"] == "subtb")
+    if "lam" in params:
+        assert 0.5 <= params["lam"] <= 0.99
+
+
+def test_uniform_sampling_respects_domain_and_conditions():
+    rng = np.random.default_rng(0)
+    draws = [sample_uniform(SPEC, rng) for _ in range(2000)]
+    for d in draws:
+        check_in_space(d)
+    # inclusive integer bounds: both ends are reached
+    assert {d["n"] for d in draws} == {1, 2, 3}
+    hs = [d["h"] for d in draws]
+    assert min(hs) == 16 and max(hs) == 512
+    # log-uniform: about half the draws of lr fall below the geometric middle
+    below = np.mean([d["lr"] < math.sqrt(1e-4 * 1e-1) for d in draws])
+    assert 0.45 < below < 0.55
+
+
+def test_optuna_distributions_match_the_spec_exactly():
+    d = distributions(SPEC)
+    assert d["lr"] == FloatDistribution(1e-4, 1e-1, log=True)
+    assert d["n"] == IntDistribution(1, 3)
+    assert d["h"] == IntDistribution(16, 512, log=True)
+    assert d["loss"] == CategoricalDistribution(["tb", "subtb"])
+
+
+@pytest.mark.parametrize("name, kw", [("optuna", {"sampler": "tpe"}), ("optuna", {"sampler": "random"}),
+                                      ("optuna", {"sampler": "cmaes"}), ("optuna", {"sampler": "gp"}),
+                                      ("random", {})])
+def test_tuner_ask_tell_stays_in_space(name, kw):
+    tuner = make_tuner(name, SPEC, TunerOptions(seed=1, storage="memory", **kw))
+    numbers = []
+    for i in range(12):
+        (s,) = tuner.ask(1)
+        check_in_space(s.params)
+        numbers.append(s.number)
+        state = TrialState.COMPLETE if i % 4 else TrialState.FAILED
+        tuner.tell(TrialResult(s.number, s.params, state, value=float(i) if i % 4 else None))
+    assert numbers == list(range(12))
+
+
+def test_optuna_enqueue_comes_first_and_study_records_states():
+    tuner = make_tuner("optuna", SPEC, TunerOptions(seed=0, storage="memory"))
+    tuner.enqueue({"lr": 0.01, "n": 2, "h": 64, "loss": "tb"})
+    (s,) = tuner.ask(1)
+    assert s.params == {"lr": 0.01, "n": 2, "h": 64, "loss": "tb"}
+    tuner.tell(TrialResult(s.number, s.params, TrialState.COMPLETE, value=1.5))
+    (s2,) = tuner.ask(1)
+    tuner.tell(TrialResult(s2.number, s2.params, TrialState.PRUNED, value=3.0))
+    trials = tuner.study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
+    assert trials[0].value == 1.5
+
+
+def test_unknown_tuner_and_sampler():
+    with pytest.raises(TunerError, match="--tuner nope: unknown tuner"):
+        make_tuner("nope", SPEC, TunerOptions())
+    with pytest.raises(TunerError, match="--sampler bogus"):
+        make_tuner("optuna", SPEC, TunerOptions(sampler="bogus", storage="memory"))
+
+
+def test_random_tuner_is_reproducible_by_seed():
+    a = make_tuner("random", SPEC, TunerOptions(seed=5)).ask(5)
+    b = make_tuner("random", SPEC, TunerOptions(seed=5)).ask(5)
+    c = make_tuner("random", SPEC, TunerOptions(seed=6)).ask(5)
+    assert [s.params for s in a] == [s.params for s in b] != [s.params for s in c]
+
+
+def test_mask_url_hides_password():
+    assert mask_url("postgresql://bob:s3cret@db:5432/x") == "postgresql://bob:***@db:5432/x"
+    assert mask_url("sqlite:///a.db") == "sqlite:///a.db"
