@@ -53,6 +53,8 @@ class SweepOptions:
     storage: str | None = None
     state_root: Path = STATE_ROOT
     command: str | None = None  # the command line, for provenance
+    engine_options: dict[str, Any] = field(default_factory=dict)  # e.g. ray: {"address": ...}
+    tuner_options: dict[str, Any] = field(default_factory=dict)  # backend-specific, e.g. ax_method
 
 
 @dataclass
@@ -121,9 +123,11 @@ def prepare(options: SweepOptions) -> Prepared:
 
 
 def _engine_slots(options: SweepOptions) -> list[str]:
-    if options.engine != "local":
-        raise UsageError(f"--engine {options.engine}: unknown engine (use local)")
+    from harness.engines import ENGINES
     from harness.engines.local import device_slots
+
+    if options.engine not in ENGINES:
+        raise UsageError(f"--engine {options.engine}: unknown engine (use one of {', '.join(ENGINES)})")
 
     return device_slots(options.devices, options.trials_per_device, options.workers)
 
@@ -171,6 +175,7 @@ def launch(
     tuner_options = TunerOptions(
         seed=options.seed, sampler=options.sampler, pruner=options.pruner,
         storage=options.storage, study_name=p.name, state_dir=p.state_dir,
+        extra=dict(options.tuner_options),
     )
     if manual_configs is not None:
         from harness.tuners.manual import ManualTuner
@@ -179,9 +184,9 @@ def launch(
     else:
         tuner = make_tuner(options.tuner, spec, tuner_options)
     tracker = make_tracker(p.uri)
-    from harness.engines.local import LocalEngine
+    from harness.engines import make_engine
 
-    engine = LocalEngine(p.slots)
+    engine = make_engine(options.engine, p.slots, **options.engine_options)
     state: dict[str, Any] = {
         "name": p.name, "spec_hash": spec.hash(), "tuner": options.tuner, "engine": options.engine,
         "tracking_uri": p.uri, "experiment": p.experiment, "trials": p.trials, "seed": options.seed,

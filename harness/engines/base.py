@@ -52,6 +52,7 @@ Event = Report | Done
 
 class Engine(Protocol):
     name: str
+    startup_seconds: float  # measured by start(); printed beside the sweep's wall time
 
     def start(self, objective: str) -> None:
         """Start the workers (pre-importing ``objective``); returns when they are ready."""
