@@ -31,8 +31,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-console = Console()
-err = Console(stderr=True)
+# piped output (logs, grep) gets wide lines instead of rich's 80-column default
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
 SpaceArg = Annotated[str, typer.Argument(help="A search-space YAML file, or the name of a shipped one (see `harness spaces`).")]
 TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here); 'none' disables tracking.")]
@@ -62,6 +63,8 @@ def sweep(
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe | random | gp | cmaes.")] = "tpe",
     pruner: Annotated[str, typer.Option(help="Optuna pruner: none | median | hyperband | sha.")] = "none",
     storage: Annotated[str | None, typer.Option(help="Optuna storage: memory, a journal file path, sqlite:///... or postgresql://... (default: a journal file in .harness/sweeps/NAME/).")] = None,
+    enqueue: Annotated[str | None, typer.Option(help="A YAML list of known configurations to evaluate before the tuner's own suggestions.")] = None,
+    defaults_first: Annotated[bool, typer.Option("--defaults-first", help="Evaluate the space's default configuration first.")] = False,
 ) -> None:
     """Run a sweep: the tuner proposes, workers train, MLflow records every trial."""
     from harness.runner import launch, prepare
@@ -70,7 +73,7 @@ def sweep(
         space=space, tuner=tuner, engine=engine, trials=trials, workers=workers, devices=devices,
         trials_per_device=trials_per_device, tracking_uri=tracking_uri, experiment=experiment,
         name=name, seed=seed, timeout=timeout, trial_timeout=trial_timeout, sampler=sampler,
-        pruner=pruner, storage=storage,
+        pruner=pruner, storage=storage, enqueue=enqueue, defaults_first=defaults_first,
     )
     p = prepare(options)  # type: ignore[arg-type]
     console.print(f"sweep [bold]{p.name}[/]: {p.trials} trials of {p.spec.objective} on {len(p.slots)} worker(s) ({', '.join(sorted(set(p.slots)))})")
@@ -81,28 +84,89 @@ def sweep(
 
 @app.command()
 def trial(
-    space: SpaceArg,
+    space: Annotated[str | None, typer.Argument(help="A search-space YAML file or shipped name (optional with --from-run).")] = None,
+    params: Annotated[str | None, typer.Option("--params", help="A YAML of parameter values, e.g. the output of `harness best`.")] = None,
+    from_run: Annotated[str | None, typer.Option("--from-run", help="Rerun a finished trial's exact configuration (same params and seed) from its MLflow run id.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for a parameter or a fixed value; repeatable. Unset parameters take their default, else the middle of their range.")] = None,
     devices: Annotated[str, typer.Option(help="auto | cpu | GPU indices.")] = "auto",
     tracking_uri: TrackingOpt = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space file's stem).")] = None,
     name: Annotated[str | None, typer.Option(help="Run name (default: <space>-trial-<timestamp>).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the trial.")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Seed of the trial (default 0, or the original run's with --from-run).")] = None,
     trial_timeout: Annotated[float | None, typer.Option(help="Fail the trial after this many seconds.")] = None,
 ) -> None:
     """Run one configuration and log it (tag harness.tuner = manual)."""
-    from harness.runner import parse_set, run_trial
+    from harness.runner import UsageError, parse_set, run_trial
 
-    options = _sweep_options(space=space, devices=devices, tracking_uri=tracking_uri,
-                             experiment=experiment, name=name, seed=seed, trial_timeout=trial_timeout)
+    if space is None and from_run is None:
+        raise UsageError("harness trial needs a SPACE or --from-run RUN_ID")
+    options = _sweep_options(space=space or "", devices=devices, tracking_uri=tracking_uri,
+                             experiment=experiment, name=name, seed=seed or 0, trial_timeout=trial_timeout)
     overrides = parse_set(set_ or [])
     with LiveSweep(console, 1, "trial") as live:
-        summary = run_trial(options, overrides, live)  # type: ignore[arg-type]
+        summary = run_trial(options, overrides, live, params_file=params, from_run=from_run,  # type: ignore[arg-type]
+                            seed=seed)
     _print_summary(summary)
     r = summary.stats.results[0] if summary.stats.results else None
     if r is not None:
         console.print(f"trial {r.state.value}: {summary.spec.metric.name} = {r.value}" + (f"  ({r.reason})" if r.reason else ""))
         console.print({k: v for k, v in r.metrics.items()})
+
+
+@app.command("ls")
+def ls(
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """List the sweeps in the tracking store and the local state folder (.harness/sweeps)."""
+    from rich.table import Table
+
+    from harness.display import fmt
+    from harness.records import fmt_time, list_sweeps
+    from harness.runner import STATE_ROOT
+    from harness.tracking import resolve_uri
+
+    rows = list_sweeps(resolve_uri(tracking_uri), STATE_ROOT)
+    if not rows:
+        console.print("no sweeps yet: start one with  harness sweep SPACE")
+        return
+    t = Table(title="sweeps", title_justify="left")
+    for col in ("name", "objective", "tuner", "engine", "trials", "best", "state", "started"):
+        t.add_column(col)
+    for r in rows:
+        trials = f"{r.finished if r.finished is not None else '?'} / {r.budget if r.budget is not None else '?'}"
+        t.add_row(r.name, r.objective, r.tuner, r.engine, trials, fmt(r.best), r.state, fmt_time(r.started))
+    console.print(t)
+
+
+@app.command()
+def best(
+    sweep: Annotated[str, typer.Argument(help="The sweep's name (see `harness ls`).")],
+    top: Annotated[int, typer.Option(help="Show the K best trials.")] = 1,
+    format: Annotated[str, typer.Option("--format", help="yaml | json")] = "yaml",
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Print the best trial's parameters as YAML that `harness trial --params FILE` accepts."""
+    import json
+
+    import yaml
+
+    from harness.records import best_trials
+    from harness.runner import UsageError
+    from harness.tracking import resolve_uri
+
+    if format not in ("yaml", "json"):
+        raise UsageError(f"--format {format}: use yaml or json")
+    if top < 1:
+        raise UsageError(f"--top must be >= 1, got {top}")
+    uri = resolve_uri(tracking_uri)
+    if uri is None:
+        raise UsageError("harness best reads the tracking store: not --tracking-uri none")
+    _, docs = best_trials(uri, sweep, top)
+    out: object = docs[0] if top == 1 else docs
+    if format == "json":
+        print(json.dumps(out, indent=2))
+    else:
+        print(yaml.safe_dump(out, sort_keys=False), end="")
 
 
 @app.command()
@@ -157,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: every input error is one line on stderr and exit code 2."""
     from harness.engines.base import EngineError
     from harness.objective import ObjectiveError
+    from harness.records import RecordError
     from harness.runner import UsageError
     from harness.spec import SpecError
     from harness.tracking import TrackingError
@@ -165,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="harness", standalone_mode=False)
-    except (SpecError, ObjectiveError, TunerError, EngineError, UsageError, TrackingError) as exc:
+    except (SpecError, ObjectiveError, TunerError, EngineError, UsageError, TrackingError,
+            RecordError) as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except cx.NoArgsIsHelpError:

@@ -54,6 +54,9 @@ class SweepOptions:
     state_root: Path = STATE_ROOT
     command: str | None = None  # the command line, for provenance
     engine_options: dict[str, Any] = field(default_factory=dict)  # e.g. ray: {"address": ...}
+    tags: dict[str, str] = field(default_factory=dict)  # extra parent-run tags
+    enqueue: str | None = None  # a YAML list of configurations to evaluate first
+    defaults_first: bool = False  # evaluate the space's defaults before the tuner's suggestions
     tuner_options: dict[str, Any] = field(default_factory=dict)  # backend-specific, e.g. ax_method
 
 
@@ -86,11 +89,12 @@ class Prepared:
     slots: list[str]
     state_dir: Path
     trials: int
+    first: list[dict[str, Any]] = field(default_factory=list)  # evaluated before the tuner's own
 
 
-def prepare(options: SweepOptions) -> Prepared:
+def prepare(options: SweepOptions, spec: SweepSpec | None = None) -> Prepared:
     """Validate everything; raise a one-line error (SpecError, UsageError, ...) on the first fault."""
-    spec = load_spec(options.space)
+    spec = spec or load_spec(options.space)
     check_objective(spec.objective)
     if options.trials is not None and options.trials < 1:
         raise UsageError(f"--trials must be >= 1, got {options.trials}")
@@ -119,6 +123,7 @@ def prepare(options: SweepOptions) -> Prepared:
         options=options, spec=spec, name=name, experiment=options.experiment or stem,
         uri=resolve_uri(options.tracking_uri), slots=slots,
         state_dir=options.state_root / name, trials=options.trials or spec.budget.trials,
+        first=first_configs(spec, options),
     )
 
 
@@ -168,6 +173,7 @@ def launch(
     *,
     prepared: Prepared | None = None,
     manual_configs: list[dict[str, Any]] | None = None,
+    manual_seeds: list[int | None] | None = None,
 ) -> SweepSummary:
     """Run a sweep end to end (validated first; see :func:`prepare`)."""
     p = prepared or prepare(options)
@@ -180,9 +186,11 @@ def launch(
     if manual_configs is not None:
         from harness.tuners.manual import ManualTuner
 
-        tuner: Any = ManualTuner(manual_configs)
+        tuner: Any = ManualTuner(manual_configs, manual_seeds)
     else:
         tuner = make_tuner(options.tuner, spec, tuner_options)
+        for params in p.first:
+            tuner.enqueue(params)
     tracker = make_tracker(p.uri)
     from harness.engines import make_engine
 
@@ -198,7 +206,7 @@ def launch(
         name=p.name, experiment=p.experiment, tuner=options.tuner, objective=spec.objective,
         engine=options.engine, seed=options.seed, spec_yaml=spec.to_yaml(), spec_hash=spec.hash(),
         metric=spec.metric.name, goal=spec.metric.goal, params=dict(spec.fixed),
-        tags={**provenance(options.command), "harness.budget": str(p.trials)},
+        tags={**provenance(options.command), "harness.budget": str(p.trials), **options.tags},
     )
     parent = tracker.start_sweep(info)  # fails here, before any worker, when the store is down
     state.update(parent_run_id=parent, status="running")
@@ -233,20 +241,87 @@ def launch(
 
 
 def run_trial(options: SweepOptions, overrides: dict[str, Any],
-              on_update: Callable[[SweepStats], None] | None = None) -> SweepSummary:
-    """``harness trial``: one configuration, through the same engine, as a one-trial sweep."""
+              on_update: Callable[[SweepStats], None] | None = None, *,
+              params_file: str | None = None, from_run: str | None = None,
+              seed: int | None = None) -> SweepSummary:
+    """``harness trial``: one configuration, through the same engine, as a one-trial sweep.
+
+    Parameters come from ``--set`` overrides, over a ``--params`` file (what ``harness best``
+    writes), over a finished run's params (``--from-run``, same seed unless ``seed``), over
+    the space's defaults.
+    """
     options.tuner = "manual"
     options.trials = 1
     if options.workers is None:
         options.workers = 1
-    p = prepare(options)
-    params, fixed_over = p.spec.defaults(overrides)
+    spec = None
+    base: dict[str, Any] = {}
+    if from_run is not None:
+        from harness.records import run_for_rerun
+        from harness.tracking import resolve_uri
+
+        uri = resolve_uri(options.tracking_uri)
+        if uri is None:
+            raise UsageError("--from-run needs a tracking store (not --tracking-uri none)")
+        spec, base, run_seed, experiment = run_for_rerun(uri, from_run)
+        seed = run_seed if seed is None else seed
+        options.experiment = options.experiment or experiment
+        options.space = options.space or "rerun"
+        options.tags = {**options.tags, "harness.rerun_of": from_run}
+    if params_file is not None:
+        base.update(read_params_file(params_file))
+    p = prepare(options, spec)
+    params, fixed_over = p.spec.defaults({**base, **overrides})
     if fixed_over:
         p.spec = p.spec.model_copy(update={"fixed": {**p.spec.fixed, **fixed_over}})
     if options.name is None:
         p.name = p.name.replace("-manual-", "-trial-")
         p.state_dir = options.state_root / p.name
-    return launch(options, on_update, prepared=p, manual_configs=[params])
+    return launch(options, on_update, prepared=p, manual_configs=[params],
+                  manual_seeds=[seed if seed is not None else options.seed])
+
+
+def read_params_file(path: str) -> dict[str, Any]:
+    """A YAML mapping of params, or a document with a ``params`` key (``harness best`` output)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"--params {path}: cannot read: {str(exc).splitlines()[0]}") from None
+    if isinstance(doc, list) and doc:
+        doc = doc[0]
+    if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
+        doc = doc["params"]
+    if not isinstance(doc, dict):
+        raise UsageError(f"--params {path}: expected a mapping of parameter values")
+    return doc
+
+
+def first_configs(spec: SweepSpec, options: SweepOptions) -> list[dict[str, Any]]:
+    """Configurations evaluated before the tuner's own: the defaults, then ``--enqueue`` ones."""
+    import yaml
+
+    configs: list[dict[str, Any]] = []
+    if options.defaults_first:
+        configs.append(spec.defaults()[0])
+    if options.enqueue:
+        try:
+            doc = yaml.safe_load(Path(options.enqueue).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"--enqueue {options.enqueue}: cannot read: {str(exc).splitlines()[0]}") from None
+        if isinstance(doc, dict):
+            doc = [doc]
+        if not isinstance(doc, list) or not all(isinstance(d, dict) for d in doc):
+            raise UsageError(f"--enqueue {options.enqueue}: expected a YAML list of parameter mappings")
+        for i, d in enumerate(doc):
+            d = d.get("params", d) if isinstance(d.get("params"), dict) else d
+            unknown = sorted(set(d) - set(spec.params))
+            if unknown:
+                raise UsageError(f"--enqueue {options.enqueue}: entry {i}: unknown parameter(s) {', '.join(unknown)}")
+            params, _ = spec.defaults(d)
+            configs.append(params)
+    return configs
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

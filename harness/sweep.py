@@ -108,7 +108,8 @@ class SweepLoop:
                 for s in suggestions:
                     task = TrialTask(
                         number=s.number, objective=self.objective, params=s.params,
-                        config=self.spec.config(s.params), seed=trial_seed(self.seed, s.number),
+                        config=self.spec.config(s.params),
+                        seed=s.seed if s.seed is not None else trial_seed(self.seed, s.number),
                         timeout=self.trial_timeout, artifact_dir=self._artifact_dir(s.number),
                     )
                     device = self.engine.submit(task)

@@ -291,11 +291,12 @@ class MLflowTracker:
                 self.client.log_artifacts(run_id, artifact_dir)
             self.client.set_terminated(run_id, _STATUS[result.state], end_time=end)
             self._last_flush.pop(result.number, None)
-            if best is not None and self.parent_run_id:
-                self.client.log_batch(self.parent_run_id, metrics=[
-                    Metric("best_so_far", best, end, finished),
-                    Metric("best_so_far_by_steps", best, end, cum_steps),
-                ])
+            if self.parent_run_id:
+                progress = [Metric("trials_finished", float(finished), end, finished)]
+                if best is not None:
+                    progress += [Metric("best_so_far", best, end, finished),
+                                 Metric("best_so_far_by_steps", best, end, cum_steps)]
+                self.client.log_batch(self.parent_run_id, metrics=progress)
 
         self._submit(op)
 

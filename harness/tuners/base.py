@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,7 +22,7 @@ from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
 ENTRY_POINT_GROUP = "harness.tuners"
 
 
-class TrialState(str, Enum):
+class TrialState(StrEnum):
     COMPLETE = "complete"
     PRUNED = "pruned"
     FAILED = "failed"
@@ -34,6 +34,7 @@ class Suggestion:
 
     number: int
     params: dict[str, Any]
+    seed: int | None = None  # None: derived from the sweep's seed and the number
 
 
 @dataclass

@@ -10,14 +10,16 @@ from harness.tuners.base import Suggestion, TrialResult
 class ManualTuner:
     name = "manual"
 
-    def __init__(self, configs: list[dict[str, Any]], start: int = 0) -> None:
+    def __init__(self, configs: list[dict[str, Any]], seeds: list[int | None] | None = None,
+                 start: int = 0) -> None:
         self._queue = [dict(c) for c in configs]
+        self._seeds = list(seeds) if seeds is not None else [None] * len(configs)
         self.next_number = start
 
     def ask(self, n: int) -> list[Suggestion]:
         out = []
         while self._queue and len(out) < n:
-            out.append(Suggestion(self.next_number, self._queue.pop(0)))
+            out.append(Suggestion(self.next_number, self._queue.pop(0), self._seeds.pop(0)))
             self.next_number += 1
         return out
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, harness_env
+from tests.conftest import harness_env
 
 SPACE = """
 objective: tests.objectives:misbehave
@@ -54,9 +55,8 @@ def test_failures_are_recorded_and_the_sweep_finishes(tmp_path, write_space):
             assert c.data.tags["harness.reason"].startswith(REASONS[mode])
             assert c.info.status == "FAILED"
             if mode == "raise":  # the traceback is an artifact
-                text = client.download_artifacts(c.info.run_id, "traceback.txt", str(tmp_path))
-                assert "ValueError" in open(text).read()
+                path = client.download_artifacts(c.info.run_id, "traceback.txt", str(tmp_path))
+                assert "ValueError" in Path(path).read_text()
     summary = proc.stdout
     assert f"{n_failed} failed" in summary
     assert "14 / 14" in summary
-    assert ROOT.exists()
