@@ -65,9 +65,16 @@ def sweep(
     storage: Annotated[str | None, typer.Option(help="Optuna storage: memory, a journal file path, sqlite:///... or postgresql://... (default: a journal file in .harness/sweeps/NAME/).")] = None,
     enqueue: Annotated[str | None, typer.Option(help="A YAML list of known configurations to evaluate before the tuner's own suggestions.")] = None,
     defaults_first: Annotated[bool, typer.Option("--defaults-first", help="Evaluate the space's default configuration first.")] = False,
+    resume_: Annotated[bool, typer.Option("--resume", help="Continue the sweep --name NAME from its saved state (the same space file is required).")] = False,
 ) -> None:
     """Run a sweep: the tuner proposes, workers train, MLflow records every trial."""
-    from harness.runner import launch, prepare
+    from harness.runner import UsageError, launch, prepare
+
+    if resume_:
+        if name is None:
+            raise UsageError("--resume needs --name NAME of the sweep to continue (see 'harness ls')")
+        _resume(name, space=space, trials=trials, workers=workers, tracking_uri=tracking_uri)
+        return
 
     options = _sweep_options(
         space=space, tuner=tuner, engine=engine, trials=trials, workers=workers, devices=devices,
@@ -77,8 +84,39 @@ def sweep(
     )
     p = prepare(options)  # type: ignore[arg-type]
     console.print(f"sweep [bold]{p.name}[/]: {p.trials} trials of {p.spec.objective} on {len(p.slots)} worker(s) ({', '.join(sorted(set(p.slots)))})")
-    with LiveSweep(console, p.trials, p.name) as live:
-        summary = launch(options, live, prepared=p)  # type: ignore[arg-type]
+    _run_live(p.trials, p.name, lambda live: launch(options, live, prepared=p))  # type: ignore[arg-type]
+
+
+@app.command("resume")
+def resume_cmd(
+    name: Annotated[str, typer.Argument(help="The sweep to continue (see `harness ls`).")],
+    trials: Annotated[int | None, typer.Option(help="A new, larger trial budget.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes this time.")] = None,
+) -> None:
+    """Continue a crashed or interrupted sweep from its saved state, under the same MLflow run."""
+    _resume(name, trials=trials, workers=workers)
+
+
+def _resume(name: str, **kw: object) -> None:
+    from harness.runner import resume
+
+    console.print(f"resuming sweep [bold]{name}[/]")
+    _run_live(kw.get("trials") or 0, name, lambda live: resume(  # type: ignore[arg-type]
+        name, on_update=live, command=shlex.join(["harness", *sys.argv[1:]]), **kw))
+
+
+def _run_live(total: int, title: str, run: object) -> None:
+    """Run with a live display; print the summary; on Ctrl-C say how to resume, exit 130."""
+    from harness.runner import SweepInterrupted
+
+    try:
+        with LiveSweep(console, total, title) as live:
+            summary = run(live)  # type: ignore[operator]
+    except SweepInterrupted as exc:
+        _print_summary(exc.summary)
+        err.print(f"interrupted: finished trials are recorded; continue with  harness resume {exc.summary.name}",
+                  markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     _print_summary(summary)
 
 
@@ -229,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
 
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="harness", standalone_mode=False)
+        rv = command.main(args=argv, prog_name="harness", standalone_mode=False)
+        if isinstance(rv, int):  # typer.Exit(code) comes back as the return value here
+            return rv
     except (SpecError, ObjectiveError, TunerError, EngineError, UsageError, TrackingError,
             RecordError) as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)

@@ -46,7 +46,9 @@ class LiveSweep:
             f"[green]{stats.complete} done[/] [cyan]{stats.running} running[/] "
             f"[yellow]{stats.pruned} pruned[/] [red]{stats.failed} failed[/]  best {best}"
         )
-        self.progress.update(self.task, completed=stats.finished, status=status)
+        if stats.stopped_early:
+            status += f"  [bold red]stopping: {stats.stopped_early}[/]"
+        self.progress.update(self.task, total=stats.budget, completed=stats.finished, status=status)
 
 
 def summary_table(summary: Any) -> Table:
@@ -59,6 +61,8 @@ def summary_table(summary: Any) -> Table:
     t.add_row("trials", f"{s.finished} / {s.budget}: {s.complete} complete, {s.pruned} pruned, {s.failed} failed")
     if s.stopped_early:
         t.add_row("stopped", s.stopped_early)
+    if s.interrupted:
+        t.add_row("interrupted", f"{s.interrupted} trial(s), re-run once on resume")
     if s.best is not None:
         t.add_row("best", f"{fmt(s.best.value)}  (trial {s.best.number})")
         t.add_row("best params", ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}"

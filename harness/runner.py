@@ -24,7 +24,7 @@ from harness.objective import check_objective
 from harness.spec import SweepSpec, load_spec
 from harness.sweep import SweepLoop, SweepStats
 from harness.tracking import SweepInfo, make_tracker, resolve_uri
-from harness.tuners.base import TunerError, TunerOptions, make_tuner, registered_tuners
+from harness.tuners.base import INTERRUPTED, TunerError, TunerOptions, make_tuner, registered_tuners
 
 STATE_ROOT = Path(".harness") / "sweeps"
 
@@ -167,6 +167,22 @@ def _write_state(state_dir: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, state_dir / "state.json")
 
 
+class SweepInterrupted(Exception):
+    """Ctrl-C stopped the sweep; everything finished is recorded (exit 130)."""
+
+    def __init__(self, summary: SweepSummary) -> None:
+        super().__init__(f"sweep {summary.name} interrupted")
+        self.summary = summary
+
+
+def _options_record(options: SweepOptions) -> dict[str, Any]:
+    """The options a resume needs, as saved in state.json."""
+    keys = ("tuner", "engine", "workers", "devices", "trials_per_device", "experiment", "seed",
+            "timeout", "trial_timeout", "sampler", "pruner", "storage", "engine_options",
+            "tuner_options")
+    return {k: getattr(options, k) for k in keys}
+
+
 def launch(
     options: SweepOptions,
     on_update: Callable[[SweepStats], None] | None = None,
@@ -174,70 +190,163 @@ def launch(
     prepared: Prepared | None = None,
     manual_configs: list[dict[str, Any]] | None = None,
     manual_seeds: list[int | None] | None = None,
+    resume_state: dict[str, Any] | None = None,
 ) -> SweepSummary:
-    """Run a sweep end to end (validated first; see :func:`prepare`)."""
+    """Run a sweep end to end (validated first; see :func:`prepare`).
+
+    With ``resume_state`` (a saved state.json), the tuner's own state is read back first, MLflow
+    is reconciled from it, and the sweep continues under the same parent run.
+    """
     p = prepared or prepare(options)
     spec = p.spec
+    if resume_state is None and (p.state_dir / "state.json").exists():
+        raise UsageError(f"--name {p.name}: a sweep of that name exists; continue it with "
+                         f"'harness resume {p.name}' or choose another name")
     tuner_options = TunerOptions(
         seed=options.seed, sampler=options.sampler, pruner=options.pruner,
         storage=options.storage, study_name=p.name, state_dir=p.state_dir,
         extra=dict(options.tuner_options),
     )
+    state: dict[str, Any] = resume_state or {
+        "name": p.name, "spec_hash": spec.hash(), "tuner": options.tuner, "engine": options.engine,
+        "tracking_uri": p.uri, "experiment": p.experiment, "seed": options.seed,
+        "started": time.time(), "objective": spec.objective, "options": _options_record(options),
+    }
+    state.update(trials=p.trials, status="starting", pid=os.getpid())
+    _write_state(p.state_dir, state)  # first, so a driver killed from here on can be resumed
+    (p.state_dir / "spec.yaml").write_text(spec.to_yaml())
+    restored = None
     if manual_configs is not None:
         from harness.tuners.manual import ManualTuner
 
         tuner: Any = ManualTuner(manual_configs, manual_seeds)
     else:
         tuner = make_tuner(options.tuner, spec, tuner_options)
-        for params in p.first:
-            tuner.enqueue(params)
+        if resume_state is not None:
+            restored = tuner.restore()
+        else:
+            for params in p.first:
+                tuner.enqueue(params)
     tracker = make_tracker(p.uri)
     from harness.engines import make_engine
 
     engine = make_engine(options.engine, p.slots, **options.engine_options)
-    state: dict[str, Any] = {
-        "name": p.name, "spec_hash": spec.hash(), "tuner": options.tuner, "engine": options.engine,
-        "tracking_uri": p.uri, "experiment": p.experiment, "trials": p.trials, "seed": options.seed,
-        "status": "starting", "started": time.time(), "objective": spec.objective,
-    }
-    p.state_dir.mkdir(parents=True, exist_ok=True)
-    (p.state_dir / "spec.yaml").write_text(spec.to_yaml())
     info = SweepInfo(
         name=p.name, experiment=p.experiment, tuner=options.tuner, objective=spec.objective,
         engine=options.engine, seed=options.seed, spec_yaml=spec.to_yaml(), spec_hash=spec.hash(),
         metric=spec.metric.name, goal=spec.metric.goal, params=dict(spec.fixed),
         tags={**provenance(options.command), "harness.budget": str(p.trials), **options.tags},
     )
-    parent = tracker.start_sweep(info)  # fails here, before any worker, when the store is down
+    # fails here, before any worker starts, when the store does not answer
+    parent = tracker.start_sweep(info, parent_run_id=state.get("parent_run_id"),
+                                 join=resume_state is not None)
     state.update(parent_run_id=parent, status="running")
     _write_state(p.state_dir, state)
+    if restored is not None:
+        tracker.reconcile(restored.finished + restored.interrupted)
+    loop = SweepLoop(
+        spec=spec, tuner=tuner, engine=engine, tracker=tracker, objective=spec.objective,
+        budget=p.trials, seed=options.seed, timeout=options.timeout or spec.budget.timeout,
+        trial_timeout=options.trial_timeout or spec.budget.trial_timeout,
+        artifact_root=p.state_dir / "artifacts", on_update=on_update, restored=restored,
+    )
     status = "FAILED"
+    previous = _install_sigint(loop)
     try:
         engine.start(spec.objective)
-        loop = SweepLoop(
-            spec=spec, tuner=tuner, engine=engine, tracker=tracker, objective=spec.objective,
-            budget=p.trials, seed=options.seed, timeout=options.timeout or spec.budget.timeout,
-            trial_timeout=options.trial_timeout or spec.budget.trial_timeout,
-            artifact_root=p.state_dir / "artifacts", on_update=on_update,
-        )
         stats = loop.run()
         wait = getattr(tracker, "wait", None)
         if wait is not None:
             wait()
         stats.last_stored = time.perf_counter()
-        status = "FINISHED"
+        status = "KILLED" if stats.stopped_early == INTERRUPTED else "FINISHED"
     finally:
+        _restore_sigint(previous)
         engine.shutdown()
         tracker.finish_sweep(status)
         tuner.close()
-        state["status"] = "finished" if status == "FINISHED" else "failed"
+        state["status"] = {"FINISHED": "finished", "KILLED": INTERRUPTED}.get(status, "failed")
+        state["finished"] = loop.stats.finished if loop.stats is not None else None
         _write_state(p.state_dir, state)
-    return SweepSummary(
+    summary = SweepSummary(
         name=p.name, spec=spec, stats=stats, workers=len(p.slots),
         startup_seconds=engine.startup_seconds, parent_run_id=parent, tracking_uri=p.uri,
         experiment=p.experiment, state_dir=p.state_dir, failed_writes=tracker.failed_writes,
         tracking_errors=list(getattr(tracker, "errors", [])),
     )
+    if status == "KILLED":
+        raise SweepInterrupted(summary)
+    return summary
+
+
+def _install_sigint(loop: SweepLoop) -> Any:
+    """First Ctrl-C: stop dispatching and let running trials stop at their next report.
+    Second Ctrl-C: KeyboardInterrupt, which the loop turns into an immediate, recorded stop."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        if loop.stop_reason is None:
+            loop.stop_reason = INTERRUPTED
+        else:
+            raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _restore_sigint(previous: Any) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
+def resume(name: str, *, state_root: Path = STATE_ROOT, space: str | None = None,
+           trials: int | None = None, workers: int | None = None, command: str | None = None,
+           on_update: Callable[[SweepStats], None] | None = None,
+           tracking_uri: str | None = None) -> SweepSummary:
+    """Continue a sweep from ``.harness/sweeps/NAME``: its own spec, tuner state and parent run."""
+    state_dir = state_root / name
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+        saved_spec = load_spec(state_dir / "spec.yaml")
+    except (OSError, json.JSONDecodeError):
+        known = ", ".join(sorted(d.name for d in state_root.glob("*") if (d / "state.json").exists())) or "none"
+        raise UsageError(f"--resume {name}: no sweep state in {state_dir} (known: {known})") from None
+    if space is not None and load_spec(space).hash() != saved_spec.hash():
+        raise UsageError(
+            f"--resume {name}: {space} differs from the spec the sweep started with "
+            f"({state_dir / 'spec.yaml'}); start a new sweep or restore the file"
+        )
+    if state.get("status") == "running" and _alive(state.get("pid")):
+        raise UsageError(f"--resume {name}: the sweep is still running (pid {state['pid']})")
+    saved = dict(state.get("options", {}))
+    if workers is not None:
+        saved["workers"] = workers
+    if tracking_uri is not None and tracking_uri != state.get("tracking_uri"):
+        raise UsageError(f"--resume {name}: the sweep logs to {state.get('tracking_uri')}, not {tracking_uri}")
+    options = SweepOptions(
+        space=str(state_dir / "spec.yaml"), name=name, state_root=state_root, command=command,
+        tracking_uri=state.get("tracking_uri") or "none", trials=trials or state.get("trials"),
+        **{k: v for k, v in saved.items() if k != "experiment"},
+        experiment=state.get("experiment"),
+    )
+    p = prepare(options, saved_spec)
+    p.first = []
+    return launch(options, on_update, prepared=p, resume_state=state)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def run_trial(options: SweepOptions, overrides: dict[str, Any],

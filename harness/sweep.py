@@ -16,7 +16,7 @@ from typing import Any
 from harness.engines.base import Done, Engine, Report, TrialTask
 from harness.spec import SweepSpec
 from harness.tracking import Tracker
-from harness.tuners.base import TrialResult, TrialState, Tuner
+from harness.tuners.base import INTERRUPTED, Restored, TrialResult, TrialState, Tuner
 
 
 def trial_seed(sweep_seed: int, number: int) -> int:
@@ -32,6 +32,7 @@ class SweepStats:
     complete: int = 0
     pruned: int = 0
     failed: int = 0
+    interrupted: int = 0  # stopped by Ctrl-C or a crash: not counted in the budget
     running: int = 0
     best: TrialResult | None = None
     results: list[TrialResult] = field(default_factory=list)
@@ -89,15 +90,38 @@ class SweepLoop:
     artifact_root: Path | None = None
     on_update: Callable[[SweepStats], None] | None = None
     clock: Callable[[], float] = time.perf_counter
+    restored: Restored | None = None
+    stop_reason: str | None = None  # set (e.g. by a SIGINT handler) to stop dispatching
+    stats: SweepStats | None = None  # the running statistics, once run() has started
 
     def run(self) -> SweepStats:
-        stats = SweepStats(budget=self.budget)
+        stats = self.stats = SweepStats(budget=self.budget)
+        for r in self.restored.finished if self.restored else []:
+            self._count(r, stats)
         tasks: dict[int, TrialTask] = {}
         last_value: dict[int, float] = {}
-        asked = 0
+        interrupted: set[int] = set()
+        asked = stats.finished
         start = self.clock()
         exhausted = False
+        try:
+            self._loop(stats, tasks, last_value, interrupted, asked, start, exhausted)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still record what ran
+            stats.stopped_early = INTERRUPTED
+            for number, task in list(tasks.items()):
+                done = Done(number, "error", reason=INTERRUPTED, device="?")
+                self._record(finish(done, task, self.spec, None), stats, start)
+            tasks.clear()
+        return stats
+
+    def _loop(self, stats: SweepStats, tasks: dict[int, TrialTask], last_value: dict[int, float],
+              interrupted: set[int], asked: int, start: float, exhausted: bool) -> None:
         while True:
+            if self.stop_reason and not stats.stopped_early:
+                stats.stopped_early = self.stop_reason
+                for number in tasks:  # finish their current report, then stop
+                    interrupted.add(number)
+                    self.engine.stop_trial(number)
             if self.timeout is not None and self.clock() - start > self.timeout and not stats.stopped_early:
                 stats.stopped_early = f"timeout after {self.timeout:g} s"
             free = self.engine.free_slots()
@@ -126,12 +150,14 @@ class SweepLoop:
                     self._on_report(event, last_value)
                 elif isinstance(event, Done) and event.number in tasks:
                     task = tasks.pop(event.number)
+                    if event.number in interrupted and event.status == "pruned":
+                        event = Done(event.number, "error", event.metrics, INTERRUPTED,
+                                     steps=event.steps, seconds=event.seconds, device=event.device)
                     result = finish(event, task, self.spec, last_value.pop(event.number, None))
                     self._record(result, stats, start)
             stats.running = len(tasks)
             if self.on_update is not None:
                 self.on_update(stats)
-        return stats
 
     def _on_report(self, event: Report, last_value: dict[int, float]) -> None:
         self.tracker.trial_report(event.number, event.step, event.metrics)
@@ -142,12 +168,14 @@ class SweepLoop:
         if self.tuner.report(event.number, event.step, value):
             self.engine.stop_trial(event.number)
 
-    def _record(self, result: TrialResult, stats: SweepStats, start: float) -> None:
-        self.tuner.tell(result)
+    def _count(self, result: TrialResult, stats: SweepStats) -> None:
+        """Add a finished trial to the statistics (an interrupted one only adds its cost)."""
         stats.results.append(result)
         stats.busy_seconds += result.seconds
         stats.cum_steps += result.steps
-        if result.state is TrialState.COMPLETE:
+        if result.reason == INTERRUPTED:
+            stats.interrupted += 1
+        elif result.state is TrialState.COMPLETE:
             stats.complete += 1
             assert result.value is not None
             if stats.best is None or self.spec.metric.better(result.value, stats.best.value):  # type: ignore[arg-type]
@@ -156,6 +184,10 @@ class SweepLoop:
             stats.pruned += 1
         else:
             stats.failed += 1
+
+    def _record(self, result: TrialResult, stats: SweepStats, start: float) -> None:
+        self.tuner.tell(result)
+        self._count(result, stats)
         self.tracker.trial_finished(
             result, elapsed=self.clock() - start,
             best=stats.best.value if stats.best else None,

@@ -73,9 +73,12 @@ class Tracker(Protocol):
     parent_run_id: str | None
     failed_writes: int
 
-    def start_sweep(self, info: SweepInfo, parent_run_id: str | None = None) -> str | None: ...
+    def start_sweep(self, info: SweepInfo, parent_run_id: str | None = None,
+                    join: bool = False) -> str | None: ...
 
     def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str) -> None: ...
+
+    def reconcile(self, results: list[TrialResult]) -> None: ...
 
     def trial_report(self, number: int, step: int, metrics: Mapping[str, float]) -> None: ...
 
@@ -93,10 +96,14 @@ class NullTracker:
     parent_run_id: str | None = None
     failed_writes = 0
 
-    def start_sweep(self, info: SweepInfo, parent_run_id: str | None = None) -> str | None:
+    def start_sweep(self, info: SweepInfo, parent_run_id: str | None = None,
+                    join: bool = False) -> str | None:
         return None
 
     def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str) -> None:
+        pass
+
+    def reconcile(self, results: list[TrialResult]) -> None:
         pass
 
     def trial_report(self, number: int, step: int, metrics: Mapping[str, float]) -> None:
@@ -137,13 +144,18 @@ class MLflowTracker:
         self.failed_writes = 0
         self.errors: list[str] = []
         self._runs: dict[int, str] = {}  # trial number -> child run id (writer thread only)
+        self._settled: set[int] = set()  # trials whose final state is written
+        self.metric = "value"
         self._pending: dict[int, list[Any]] = {}  # buffered step metrics (writer thread only)
         self._last_flush: dict[int, float] = {}
         self._ops: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
     # -- synchronous start: fail before any trial runs when the store does not answer ---------
-    def start_sweep(self, info: SweepInfo, parent_run_id: str | None = None) -> str:
+    def start_sweep(self, info: SweepInfo, parent_run_id: str | None = None,
+                    join: bool = False) -> str:
+        """Create the parent run, or reopen ``parent_run_id``; with ``join``, reuse the parent run
+        already made for a sweep of this name (a resumed or shared sweep keeps one parent)."""
         from mlflow.entities import Metric, Param, RunTag  # noqa: F401  (import cost paid here)
 
         try:
@@ -154,6 +166,12 @@ class MLflowTracker:
                 )
             else:
                 self.experiment_id = exp.experiment_id
+            if parent_run_id is None and join:
+                found = self.client.search_runs(
+                    [self.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
+                    filter_string=f"tags.`harness.kind` = 'sweep' and tags.`harness.sweep` = '{info.name}'",
+                )
+                parent_run_id = found[0].info.run_id if found else None
             if parent_run_id is None:
                 tags = {
                     "harness.tuner": info.tuner,
@@ -174,11 +192,14 @@ class MLflowTracker:
                     params=[Param(k, _str(v)) for k, v in list(info.params.items())[:100]],
                 )
                 self.client.log_text(parent_run_id, info.spec_yaml, "spec.yaml")
+            else:  # resume: the same parent run, open again
+                self.client.update_run(parent_run_id, status="RUNNING")
         except Exception as exc:
             raise TrackingError(
                 f"tracking store {self.uri} does not answer: {str(exc).splitlines()[0][:300]}"
             ) from None
         self.parent_run_id = parent_run_id
+        self.metric = info.metric
         self._thread = threading.Thread(target=self._loop, name="harness-tracker", daemon=True)
         self._thread.start()
         return parent_run_id
@@ -238,6 +259,29 @@ class MLflowTracker:
 
         self._submit(op)
 
+    def reconcile(self, results: list[TrialResult]) -> None:
+        """Resume: write what the tuner's state knows and MLflow does not (it is the truth).
+
+        A child run missing for a finished trial is created; one left ``running`` by a crash
+        gets the trial's recorded outcome (``interrupted`` for trials that were running).
+        """
+        results = list(results)
+
+        def op() -> None:
+            for run in self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'",
+                max_results=50000,
+            ):
+                number = int(run.data.tags.get("harness.trial", -1))
+                self._runs[number] = run.info.run_id
+                if run.data.tags.get("harness.state", "running") != "running":
+                    self._settled.add(number)
+            for r in results:
+                if r.number not in self._settled:
+                    self._write_result(r, elapsed=0.0, end=_ms())
+
+        self._submit(op)
+
     def trial_report(self, number: int, step: int, metrics: Mapping[str, float]) -> None:
         ts = _ms()
         metrics = dict(metrics)
@@ -268,29 +312,9 @@ class MLflowTracker:
         end = _ms()
 
         def op() -> None:
-            from mlflow.entities import Metric, RunTag
+            from mlflow.entities import Metric
 
-            if result.number not in self._runs:  # started before a crash, or create failed
-                self._runs[result.number] = self.client.create_run(
-                    self.experiment_id, run_name=f"trial-{result.number}", start_time=end,
-                    tags={PARENT_TAG: self.parent_run_id, "harness.trial": str(result.number),
-                          "harness.kind": "trial"},
-                ).info.run_id
-            run_id = self._runs[result.number]
-            self._flush(result.number)
-            final = [Metric(k, v, end, result.steps) for k, v in result.metrics.items() if _loggable(v)]
-            final += [Metric("elapsed_s", elapsed, end, 0), Metric("seconds", result.seconds, end, 0),
-                      Metric("steps", float(result.steps), end, 0)]
-            tags = [RunTag("harness.state", result.state.value), RunTag("harness.device", result.device)]
-            if result.reason:
-                tags.append(RunTag("harness.reason", result.reason[:5000]))
-            self.client.log_batch(run_id, metrics=final, tags=tags)
-            if result.traceback:
-                self.client.log_text(run_id, result.traceback, "traceback.txt")
-            if artifact_dir and Path(artifact_dir).is_dir() and any(Path(artifact_dir).iterdir()):
-                self.client.log_artifacts(run_id, artifact_dir)
-            self.client.set_terminated(run_id, _STATUS[result.state], end_time=end)
-            self._last_flush.pop(result.number, None)
+            self._write_result(result, elapsed, end, artifact_dir)
             if self.parent_run_id:
                 progress = [Metric("trials_finished", float(finished), end, finished)]
                 if best is not None:
@@ -299,6 +323,40 @@ class MLflowTracker:
                 self.client.log_batch(self.parent_run_id, metrics=progress)
 
         self._submit(op)
+
+    def _write_result(self, result: TrialResult, elapsed: float, end: int,
+                      artifact_dir: str | None = None) -> None:
+        """The child run's final state (created here if it does not exist yet)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        if result.number not in self._runs:  # started before a crash, or its create failed
+            run_id = self.client.create_run(
+                self.experiment_id, run_name=f"trial-{result.number}", start_time=end,
+                tags={PARENT_TAG: self.parent_run_id, "harness.trial": str(result.number),
+                      "harness.kind": "trial", "harness.seed": str(result.seed)},
+            ).info.run_id
+            self._runs[result.number] = run_id
+            self.client.log_batch(run_id, params=[Param(k, _str(v)) for k, v in result.params.items()])
+        run_id = self._runs[result.number]
+        self._flush(result.number)
+        final = [Metric(k, v, end, result.steps) for k, v in result.metrics.items() if _loggable(v)]
+        final += [Metric("elapsed_s", elapsed, end, 0), Metric("seconds", result.seconds, end, 0),
+                  Metric("steps", float(result.steps), end, 0)]
+        if result.state is TrialState.COMPLETE and result.value is not None and not result.metrics:
+            final.append(Metric(self.metric, result.value, end, result.steps))  # reconciled
+        tags = [RunTag("harness.state", result.state.value)]
+        if result.device != "?":
+            tags.append(RunTag("harness.device", result.device))
+        if result.reason:
+            tags.append(RunTag("harness.reason", result.reason[:5000]))
+        self.client.log_batch(run_id, metrics=final, tags=tags)
+        if result.traceback:
+            self.client.log_text(run_id, result.traceback, "traceback.txt")
+        if artifact_dir and Path(artifact_dir).is_dir() and any(Path(artifact_dir).iterdir()):
+            self.client.log_artifacts(run_id, artifact_dir)
+        self.client.set_terminated(run_id, _STATUS[result.state], end_time=end)
+        self._last_flush.pop(result.number, None)
+        self._settled.add(result.number)
 
     def finish_sweep(self, status: str = "FINISHED") -> None:
         """Drain the writer thread, then close the parent run."""

@@ -41,3 +41,15 @@ def quadratic(config: Mapping[str, Any], *, device: str = "cpu", seed: int = 0,
         with open(os.path.join(artifact_dir, "note.txt"), "w") as f:
             f.write(f"device={device} seed={seed}\n")
     return {"value": value, "device_is_cpu": float(device == "cpu")}
+
+
+def sleepy(config: Mapping[str, Any], *, device: str = "cpu", seed: int = 0,
+           report: Report = None, artifact_dir: str | None = None) -> dict[str, float]:
+    """``steps`` reports ``pause`` seconds apart; value (x - 0.3)^2, deterministic."""
+    value = (float(config["x"]) - 0.3) ** 2
+    steps = int(config.get("steps", 3))
+    for step in range(1, steps + 1):
+        time.sleep(float(config.get("pause", 0.1)))
+        if report is not None:
+            report(step, {"value": value + (steps - step)})
+    return {"value": value}

@@ -70,6 +70,10 @@ def _worker_main(
     stop_flag: Any,
 ) -> None:
     """A worker process: pin the device and threads, pre-import the objective, run tasks."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    _die_with_parent()
     if slot.startswith("cuda:"):
         os.environ["CUDA_VISIBLE_DEVICES"] = slot.split(":", 1)[1]
         device = "cuda"
@@ -100,6 +104,18 @@ def _worker_main(
         done = run_task(task, device, send, lambda n: stop_flag.value == n, time.perf_counter)
         # the tag says which physical device ran it, not the worker's remapped view
         results.put(("event", wid, Done(**{**done.__dict__, "device": slot})))
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the driver dies (a killed driver leaves no orphans)."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass

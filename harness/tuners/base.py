@@ -67,6 +67,22 @@ class TunerOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class Restored:
+    """A tuner's own record of a sweep, read back on resume (the source of truth).
+
+    ``finished`` trials count toward the budget. ``interrupted`` ones were running when the
+    sweep died (or was stopped with Ctrl-C): they are failed with reason ``interrupted``, do
+    not count, and the tuner has queued their parameters to run again once.
+    """
+
+    finished: list[TrialResult] = field(default_factory=list)
+    interrupted: list[TrialResult] = field(default_factory=list)
+
+
 class Tuner(Protocol):
     """Ask for configurations, hear intermediate results, learn the outcome."""
 
@@ -85,6 +101,9 @@ class Tuner(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # Optional: ``enqueue(params)`` evaluates known configurations first; ``restore() -> Restored``
+    # makes the tuner resumable (the sweep loop checks with hasattr).
 
 
 class TunerError(ValueError):

@@ -20,7 +20,15 @@ from optuna.distributions import (
 from optuna.trial import TrialState as OptunaState
 
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
-from harness.tuners.base import Suggestion, TrialResult, TrialState, TunerError, TunerOptions
+from harness.tuners.base import (
+    INTERRUPTED,
+    Restored,
+    Suggestion,
+    TrialResult,
+    TrialState,
+    TunerError,
+    TunerOptions,
+)
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("none", "median", "hyperband", "sha")
@@ -67,13 +75,17 @@ def make_storage(storage: str | None, state_dir: Path | None) -> optuna.storages
     """``None``: a journal file in the sweep's state folder (in memory without one);
     ``memory``; an RDB URL (``sqlite:///``, ``postgresql://``); or a journal file path."""
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+
+    def journal(path: str) -> JournalStorage:
+        # a driver killed while holding the lock leaves it behind: break it after 3 s, not 30
+        return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path, grace_period=3)))
 
     if storage is None:
         if state_dir is None:
             return optuna.storages.InMemoryStorage()
         state_dir.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(state_dir / "optuna.journal")))
+        return journal(str(state_dir / "optuna.journal"))
     if storage == "memory":
         return optuna.storages.InMemoryStorage()
     if "://" in storage:
@@ -83,7 +95,7 @@ def make_storage(storage: str | None, state_dir: Path | None) -> optuna.storages
             raise TunerError(
                 f"--storage {mask_url(storage)}: cannot open: {str(exc).splitlines()[0]}"
             ) from None
-    return JournalStorage(JournalFileBackend(storage))
+    return journal(storage)
 
 
 def mask_url(url: str) -> str:
@@ -119,6 +131,9 @@ class OptunaTuner:
             direction=spec.metric.goal,
             load_if_exists=True,
         )
+        n = len(study.get_trials(deepcopy=False))
+        if n:  # resumed or shared: a sampler restarted from the same seed would replay its draws
+            study.sampler = make_sampler(options.sampler, (options.seed + 1_000_003 * n) % 2**31)
         return cls(spec, study)
 
     def enqueue(self, params: dict[str, Any]) -> None:
@@ -155,12 +170,40 @@ class OptunaTuner:
 
     def tell(self, result: TrialResult) -> None:
         trial = self._trials.pop(result.number, result.number)
+        if result.reason == INTERRUPTED and not isinstance(trial, int):
+            trial.set_user_attr("harness_reason", INTERRUPTED)
         if result.state is TrialState.COMPLETE:
             self.study.tell(trial, result.value)
         elif result.state is TrialState.PRUNED:
             self.study.tell(trial, state=OptunaState.PRUNED)
         else:
             self.study.tell(trial, state=OptunaState.FAIL)
+
+    def restore(self) -> Restored:
+        """Read the study back; fail trials a dead driver left RUNNING and re-queue them once."""
+        trials = self.study.get_trials(deepcopy=False)
+        requeued = {t.user_attrs.get("harness_requeue_of") for t in trials}
+        out = Restored()
+        for t in trials:
+            if t.state == OptunaState.RUNNING:
+                self.study._storage.set_trial_user_attr(t._trial_id, "harness_reason", INTERRUPTED)
+                self.study.tell(t.number, state=OptunaState.FAIL)
+            elif t.state == OptunaState.WAITING:
+                continue
+            steps = max(t.intermediate_values, default=0)
+            interrupted = t.state == OptunaState.RUNNING or t.user_attrs.get("harness_reason") == INTERRUPTED
+            state = {OptunaState.COMPLETE: TrialState.COMPLETE, OptunaState.PRUNED: TrialState.PRUNED}.get(
+                t.state, TrialState.FAILED)
+            value = t.value if t.state == OptunaState.COMPLETE else t.intermediate_values.get(steps)
+            result = TrialResult(t.number, dict(t.params), state, value=value, steps=steps,
+                                 reason=INTERRUPTED if interrupted else None)
+            if interrupted:
+                out.interrupted.append(result)
+                if t.number not in requeued:
+                    self.study.enqueue_trial(dict(t.params), user_attrs={"harness_requeue_of": t.number})
+            else:
+                out.finished.append(result)
+        return out
 
     def close(self) -> None:
         pass

@@ -2,53 +2,107 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 from harness.spec import SweepSpec
-from harness.tuners.base import Suggestion, TrialResult, TunerOptions, sample_uniform
+from harness.tuners.base import (
+    INTERRUPTED,
+    Restored,
+    Suggestion,
+    TrialResult,
+    TrialState,
+    TunerOptions,
+    sample_uniform,
+)
 
 
 class RandomTuner:
     """Independent uniform (log-uniform on log scales) draws; never prunes.
 
-    The i-th suggestion depends only on the seed and i, so a resumed sweep continues the same
-    sequence.
+    The i-th draw depends only on the seed and i. With a state folder, every ask and tell is
+    recorded in ``random.json`` (written atomically), so a resumed sweep knows what finished,
+    what was interrupted, and continues the numbering.
     """
 
     name = "random"
 
-    def __init__(self, spec: SweepSpec, seed: int = 0, start: int = 0) -> None:
+    def __init__(self, spec: SweepSpec, seed: int = 0, state_dir: Path | None = None) -> None:
         self.spec = spec
         self.seed = seed
-        self.next_number = start
-        self._enqueued: list[dict] = []
+        self.next_number = 0
+        self._queue: list[tuple[dict[str, Any], int | None]] = []  # (params, requeue_of)
+        self._trials: dict[int, dict[str, Any]] = {}
+        self._path = state_dir / "random.json" if state_dir is not None else None
+        if self._path is not None and self._path.exists():
+            saved = json.loads(self._path.read_text())
+            self.next_number = saved["next_number"]
+            self._trials = {int(k): v for k, v in saved["trials"].items()}
+            self._queue = [(q["params"], q.get("requeue_of")) for q in saved.get("queue", [])]
 
     @classmethod
     def from_spec(cls, spec: SweepSpec, options: TunerOptions) -> RandomTuner:
-        return cls(spec, seed=options.seed, start=int(options.extra.get("start", 0)))
+        return cls(spec, seed=options.seed, state_dir=options.state_dir)
 
-    def enqueue(self, params: dict) -> None:
+    def _save(self) -> None:
+        if self._path is None:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        queue = [{"params": p, "requeue_of": r} for p, r in self._queue]
+        tmp.write_text(json.dumps({"next_number": self.next_number, "trials": self._trials, "queue": queue}))
+        os.replace(tmp, self._path)
+
+    def enqueue(self, params: dict[str, Any]) -> None:
         """Evaluate ``params`` before any random draw."""
-        self._enqueued.append(dict(params))
+        self._queue.append((dict(params), None))
+        self._save()
 
     def ask(self, n: int) -> list[Suggestion]:
         out = []
         for _ in range(n):
             number = self.next_number
             self.next_number += 1
-            if self._enqueued:
-                params = self._enqueued.pop(0)
+            requeue_of = None
+            if self._queue:
+                params, requeue_of = self._queue.pop(0)
             else:
-                rng = np.random.default_rng([self.seed, number])
-                params = sample_uniform(self.spec, rng)
+                params = sample_uniform(self.spec, np.random.default_rng([self.seed, number]))
+            self._trials[number] = {"params": params, "state": "running", "requeue_of": requeue_of}
             out.append(Suggestion(number, params))
+        self._save()
         return out
 
     def report(self, number: int, step: int, value: float) -> bool:
         return False
 
     def tell(self, result: TrialResult) -> None:
-        pass
+        rec = self._trials.setdefault(result.number, {"params": result.params})
+        rec.update(state=result.state.value, value=result.value, reason=result.reason, steps=result.steps)
+        self._save()
+
+    def restore(self) -> Restored:
+        out = Restored()
+        requeued = {rec.get("requeue_of") for rec in self._trials.values()}
+        requeued |= {r for _, r in self._queue}
+        for number in sorted(self._trials):
+            rec = self._trials[number]
+            if rec["state"] == "running":
+                rec.update(state="failed", reason=INTERRUPTED)
+            result = TrialResult(number, rec["params"], TrialState(rec["state"]), value=rec.get("value"),
+                                 reason=rec.get("reason"), steps=rec.get("steps", 0))
+            if result.reason == INTERRUPTED:
+                out.interrupted.append(result)
+                if number not in requeued:
+                    self._queue.append((dict(rec["params"]), number))
+            else:
+                out.finished.append(result)
+        self._save()
+        return out
 
     def close(self) -> None:
         pass

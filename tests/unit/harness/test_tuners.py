@@ -7,7 +7,14 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from harness.spec import parse_spec
-from harness.tuners.base import TrialResult, TrialState, TunerError, TunerOptions, make_tuner, sample_uniform
+from harness.tuners.base import (
+    TrialResult,
+    TrialState,
+    TunerError,
+    TunerOptions,
+    make_tuner,
+    sample_uniform,
+)
 from harness.tuners.optuna import distributions, mask_url
 
 SPEC = parse_spec({
