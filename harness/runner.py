@@ -57,6 +57,7 @@ class SweepOptions:
     tags: dict[str, str] = field(default_factory=dict)  # extra parent-run tags
     enqueue: str | None = None  # a YAML list of configurations to evaluate first
     defaults_first: bool = False  # evaluate the space's defaults before the tuner's suggestions
+    budget_steps: int | None = None  # also stop once trials used this many training steps in all
     tuner_options: dict[str, Any] = field(default_factory=dict)  # backend-specific, e.g. ax_method
 
 
@@ -100,6 +101,8 @@ def prepare(options: SweepOptions, spec: SweepSpec | None = None) -> Prepared:
         raise UsageError(f"--trials must be >= 1, got {options.trials}")
     if options.timeout is not None and options.timeout <= 0:
         raise UsageError(f"--timeout must be > 0 seconds, got {options.timeout}")
+    if options.budget_steps is not None and options.budget_steps < 1:
+        raise UsageError(f"--budget-steps must be >= 1, got {options.budget_steps}")
     if options.trial_timeout is not None and options.trial_timeout <= 0:
         raise UsageError(f"--trial-timeout must be > 0 seconds, got {options.trial_timeout}")
     if options.tuner not in registered_tuners() and options.tuner != "manual":
@@ -179,7 +182,7 @@ def _options_record(options: SweepOptions) -> dict[str, Any]:
     """The options a resume needs, as saved in state.json."""
     keys = ("tuner", "engine", "workers", "devices", "trials_per_device", "experiment", "seed",
             "timeout", "trial_timeout", "sampler", "pruner", "storage", "engine_options",
-            "tuner_options")
+            "tuner_options", "budget_steps")
     return {k: getattr(options, k) for k in keys}
 
 
@@ -249,6 +252,7 @@ def launch(
         budget=p.trials, seed=options.seed, timeout=options.timeout or spec.budget.timeout,
         trial_timeout=options.trial_timeout or spec.budget.trial_timeout,
         artifact_root=p.state_dir / "artifacts", on_update=on_update, restored=restored,
+        budget_steps=options.budget_steps,
     )
     status = "FAILED"
     previous = _install_sigint(loop)

@@ -91,6 +91,7 @@ class SweepLoop:
     on_update: Callable[[SweepStats], None] | None = None
     clock: Callable[[], float] = time.perf_counter
     restored: Restored | None = None
+    budget_steps: int | None = None  # stop dispatching once finished trials used this many steps
     stop_reason: str | None = None  # set (e.g. by a SIGINT handler) to stop dispatching
     stats: SweepStats | None = None  # the running statistics, once run() has started
 
@@ -124,6 +125,8 @@ class SweepLoop:
                     self.engine.stop_trial(number)
             if self.timeout is not None and self.clock() - start > self.timeout and not stats.stopped_early:
                 stats.stopped_early = f"timeout after {self.timeout:g} s"
+            if self.budget_steps is not None and stats.cum_steps >= self.budget_steps and not stats.stopped_early:
+                stats.stopped_early = f"step budget of {self.budget_steps} training steps used"
             free = self.engine.free_slots()
             want = min(free, self.budget - asked)
             if want > 0 and not exhausted and not stats.stopped_early:
