@@ -48,8 +48,8 @@ def _sweep_options(**kw: object) -> object:
 @app.command()
 def sweep(
     space: SpaceArg,
-    tuner: Annotated[str, typer.Option(help="Who proposes trials: optuna | random (and any installed harness.tuners plugin).")] = "optuna",
-    engine: Annotated[str, typer.Option(help="Where trials run: local (worker processes on this machine).")] = "local",
+    tuner: Annotated[str, typer.Option(help="Who proposes trials: optuna | ax | ray (Ray Tune) | random (and any installed harness.tuners plugin).")] = "optuna",
+    engine: Annotated[str | None, typer.Option(help="Where trials run: local (worker processes on this machine) | ray (Ray actors; a local Ray, or the cluster at --ray-address). Default: ray for --tuner ray, else local.")] = None,
     trials: Annotated[int | None, typer.Option(help="Trial budget (default: the space's budget.trials).")] = None,
     workers: Annotated[int | None, typer.Option(help="Parallel worker processes (default: one per GPU slot, else half the CPU cores).")] = None,
     devices: Annotated[str, typer.Option(help="auto | cpu | GPU indices such as 0,1.")] = "auto",
@@ -66,6 +66,9 @@ def sweep(
     enqueue: Annotated[str | None, typer.Option(help="A YAML list of known configurations to evaluate before the tuner's own suggestions.")] = None,
     defaults_first: Annotated[bool, typer.Option("--defaults-first", help="Evaluate the space's default configuration first.")] = False,
     resume_: Annotated[bool, typer.Option("--resume", help="Continue the sweep --name NAME from its saved state (the same space file is required).")] = False,
+    ax_method: Annotated[str | None, typer.Option(help="Ax generation method: fast | quality | random_search (default fast).")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Ray Tune scheduler: fifo | asha | hyperband | pbt (default fifo).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (auto, or host:port of `ray start --head`) instead of starting a local Ray.")] = None,
 ) -> None:
     """Run a sweep: the tuner proposes, workers train, MLflow records every trial."""
     from harness.runner import UsageError, launch, prepare
@@ -81,6 +84,8 @@ def sweep(
         trials_per_device=trials_per_device, tracking_uri=tracking_uri, experiment=experiment,
         name=name, seed=seed, timeout=timeout, trial_timeout=trial_timeout, sampler=sampler,
         pruner=pruner, storage=storage, enqueue=enqueue, defaults_first=defaults_first,
+        engine_options={"address": ray_address} if ray_address else {},
+        tuner_options={k: v for k, v in (("ax_method", ax_method), ("scheduler", scheduler)) if v is not None},
     )
     p = prepare(options)  # type: ignore[arg-type]
     console.print(f"sweep [bold]{p.name}[/]: {p.trials} trials of {p.spec.objective} on {len(p.slots)} worker(s) ({', '.join(sorted(set(p.slots)))})")
@@ -244,6 +249,94 @@ def ui(
     cmd = [str(mlflow) if mlflow.exists() else "mlflow", "ui", "--backend-store-uri", uri,
            "--host", host, "--port", str(port)]
     raise typer.Exit(subprocess.call(cmd, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}))
+
+
+FormatOpt = Annotated[str, typer.Option("--format", help="table | csv | json | markdown")]
+TargetOpt = Annotated[float | None, typer.Option(help="Target value for steps / seconds / trials to reach (default: the worst per-sweep final best).")]
+
+
+@app.command()
+def benchmark(
+    space: SpaceArg,
+    tuners: Annotated[str, typer.Option(help="Comma list of installed tuners, e.g. optuna,ax,ray,random.")] = "optuna,random",
+    seeds: Annotated[str, typer.Option(help="A count (3 = seeds 0,1,2) or a comma list of seeds.")] = "3",
+    trials: Annotated[int | None, typer.Option(help="Trial budget of every sweep (default: the space's, or only --budget-steps).")] = None,
+    budget_steps: Annotated[int | None, typer.Option(help="Step budget of every sweep: stop dispatching once its trials (pruned ones included) used this many training steps.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel workers of every sweep.")] = None,
+    devices: Annotated[str, typer.Option(help="auto | cpu | GPU indices such as 0,1.")] = "auto",
+    pruner: Annotated[str, typer.Option(help="Optuna's pruner (the other tuners run without one).")] = "none",
+    id: Annotated[str | None, typer.Option("--id", help="Benchmark id, tagged harness.benchmark on every sweep (default: bench-<timestamp>).")] = None,
+    target: TargetOpt = None,
+    format: FormatOpt = "table",
+    out: Annotated[Path | None, typer.Option(help="Folder for the plots and tables (default: .harness/benchmarks/ID).")] = None,
+    tracking_uri: TrackingOpt = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space file's stem).")] = None,
+) -> None:
+    """Run every tuner with every seed on an equal budget, then compare them (harness compare)."""
+    from contextlib import contextmanager
+
+    from harness.compare import FORMATS, plan_benchmark, run_benchmark, run_compare
+    from harness.runner import UsageError
+
+    if format not in FORMATS:
+        raise UsageError(f"--format {format}: use one of {', '.join(FORMATS)}")
+    plan = plan_benchmark(space, tuners=tuners, seeds=seeds, trials=trials, budget_steps=budget_steps,
+                          workers=workers, devices=devices, tracking_uri=tracking_uri, experiment=experiment,
+                          bid=id, pruner=pruner, command=shlex.join(["harness", *sys.argv[1:]]))
+    log = console if format == "table" else err
+    budget = f"{plan.trials} trials" + (f", {plan.budget_steps} training steps" if plan.budget_steps else "")
+    log.print(f"benchmark [bold]{plan.id}[/]: {', '.join(plan.tuners)} x seeds {', '.join(map(str, plan.seeds))} "
+              f"on {space}, each sweep {budget} (experiment '{plan.experiment}')")
+
+    @contextmanager
+    def progress(i: int, options: object):  # type: ignore[no-untyped-def]
+        with LiveSweep(log, plan.trials, f"[{i + 1}/{len(plan.sweeps)}] {options.name}") as live:  # type: ignore[attr-defined]
+            yield live
+
+    for s in run_benchmark(plan, progress):
+        best = s.stats.best.value if s.stats.best else None
+        log.print(f"  {s.name}: best {best}, {s.stats.finished} trials, {s.stats.cum_steps} steps, "
+                  f"{s.stats.wall_seconds():.1f} s", markup=False, highlight=False)
+    comp = run_compare(tracking_uri_of(tracking_uri), experiment=plan.experiment, benchmark=plan.id,
+                       target=target, out=out or Path(".harness") / "benchmarks" / plan.id, order=plan.tuners)
+    _print_comparison(comp, format)
+
+
+@app.command()
+def compare(
+    experiment: Annotated[str | None, typer.Option(help="The experiment whose sweeps to compare (needed when the store holds several).")] = None,
+    benchmark: Annotated[str | None, typer.Option(help="Only the sweeps of this benchmark id (tag harness.benchmark).")] = None,
+    target: TargetOpt = None,
+    format: FormatOpt = "table",
+    out: Annotated[Path | None, typer.Option(help="Write plots and tables to this folder, and log them as a comparison run in MLflow.")] = None,
+    log_run: Annotated[bool, typer.Option("--log-run/--no-log-run", help="With --out: also log a comparison run (harness.kind = comparison).")] = True,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Compare tuners from the sweeps in MLflow: final best over seeds, cost to a target, ranks, tests."""
+    from harness.compare import FORMATS, run_compare
+    from harness.runner import UsageError
+
+    if format not in FORMATS:
+        raise UsageError(f"--format {format}: use one of {', '.join(FORMATS)}")
+    comp = run_compare(tracking_uri_of(tracking_uri), experiment=experiment, benchmark=benchmark,
+                       target=target, out=out, log_run=log_run)
+    _print_comparison(comp, format)
+
+
+def tracking_uri_of(uri: str | None) -> str | None:
+    from harness.tracking import resolve_uri
+
+    return resolve_uri(uri)
+
+
+def _print_comparison(comp: object, format: str) -> None:
+    from harness.compare import render_text, tables
+
+    if format == "table":
+        for part in tables(comp):  # type: ignore[arg-type]
+            console.print(part)
+    else:
+        print(render_text(comp, format), end="")  # type: ignore[arg-type]
 
 
 def _print_summary(summary: object) -> None:

@@ -23,8 +23,16 @@ from harness.engines.base import EngineError
 from harness.objective import check_objective
 from harness.spec import SweepSpec, load_spec
 from harness.sweep import SweepLoop, SweepStats
-from harness.tracking import SweepInfo, make_tracker, resolve_uri
-from harness.tuners.base import INTERRUPTED, TunerError, TunerOptions, make_tuner, registered_tuners
+from harness.tracking import SweepInfo, check_store, make_tracker, resolve_uri
+from harness.tuners.base import (
+    INTERRUPTED,
+    RunRequest,
+    RunTuner,
+    TunerError,
+    TunerOptions,
+    make_tuner,
+    registered_tuners,
+)
 
 STATE_ROOT = Path(".harness") / "sweeps"
 
@@ -37,7 +45,7 @@ class UsageError(ValueError):
 class SweepOptions:
     space: str
     tuner: str = "optuna"
-    engine: str = "local"
+    engine: str | None = None  # None: ray for --tuner ray, else local (resolved by prepare)
     trials: int | None = None
     workers: int | None = None
     devices: str = "auto"
@@ -117,17 +125,54 @@ def prepare(options: SweepOptions, spec: SweepSpec | None = None) -> Prepared:
             raise TunerError(f"--pruner {options.pruner}: unknown pruner (use one of {', '.join(PRUNERS)})")
     elif options.pruner != "none" and options.tuner != "manual":
         raise UsageError(f"--pruner {options.pruner}: only the optuna tuner takes a pruner")
+    _check_backends(options, spec)
     slots = _engine_slots(options)
+    uri = resolve_uri(options.tracking_uri)
+    if uri is not None:
+        check_store(uri)
     stem = Path(str(options.space)).stem
     name = options.name or f"{stem}-{options.tuner}-{datetime.now():%Y%m%d-%H%M%S}"
     if any(c in name for c in "/\\") or name.startswith("."):
         raise UsageError(f"--name {name!r}: a sweep name cannot contain '/' or start with '.'")
     return Prepared(
         options=options, spec=spec, name=name, experiment=options.experiment or stem,
-        uri=resolve_uri(options.tracking_uri), slots=slots,
+        uri=uri, slots=slots,
         state_dir=options.state_root / name, trials=options.trials or spec.budget.trials,
         first=first_configs(spec, options),
     )
+
+
+def _check_backends(options: SweepOptions, spec: SweepSpec) -> None:
+    """Tuner / engine pairing and the Ax, Ray Tune and Ray engine options (resolves the engine)."""
+    engine = options.engine or ("ray" if options.tuner == "ray" else "local")
+    if options.tuner == "ray" and engine != "ray":
+        raise UsageError(f"--tuner ray --engine {engine}: Ray Tune runs its own trials on Ray "
+                         "(--tuner ray implies --engine ray)")
+    options.engine = engine
+    extra = options.tuner_options
+    scheduler, method = extra.get("scheduler"), extra.get("ax_method")
+    if scheduler is not None and options.tuner != "ray":
+        raise UsageError(f"--scheduler {scheduler}: only --tuner ray takes a scheduler "
+                         "(optuna prunes with --pruner; ax stops trials early by itself)")
+    if method is not None and options.tuner != "ax":
+        raise UsageError(f"--ax-method {method}: only --tuner ax takes a method")
+    if options.tuner == "ax":
+        from harness.tuners.ax import METHODS, check_space
+
+        if method is not None and method not in METHODS:
+            raise TunerError(f"--ax-method {method}: unknown method (use one of {', '.join(METHODS)})")
+        check_space(spec)
+    elif options.tuner == "ray":
+        from harness.tuners.ray import make_scheduler
+
+        make_scheduler(scheduler or "fifo", spec, extra, options.seed)
+    address = options.engine_options.get("address")
+    if address and engine != "ray":
+        raise UsageError(f"--ray-address {address}: needs --engine ray (or --tuner ray)")
+    if engine == "ray":
+        from harness.engines.ray import check_address
+
+        check_address(address)
 
 
 def _engine_slots(options: SweepOptions) -> list[str]:
@@ -158,7 +203,9 @@ def provenance(command: str | None) -> dict[str, str]:
             tags[f"harness.version.{pkg}"] = version(pkg)
         except PackageNotFoundError:
             pass
-    tags["harness.command"] = command or shlex.join(["harness", *sys.argv[1:]])
+    from harness.masking import mask_url
+
+    tags["harness.command"] = mask_url(command or shlex.join(["harness", *sys.argv[1:]]))
     return tags
 
 
@@ -202,13 +249,14 @@ def launch(
     """
     p = prepared or prepare(options)
     spec = p.spec
-    if resume_state is None and (p.state_dir / "state.json").exists():
+    shared = options.storage is not None and "://" in options.storage
+    if resume_state is None and not shared and (p.state_dir / "state.json").exists():
         raise UsageError(f"--name {p.name}: a sweep of that name exists; continue it with "
                          f"'harness resume {p.name}' or choose another name")
     tuner_options = TunerOptions(
         seed=options.seed, sampler=options.sampler, pruner=options.pruner,
         storage=options.storage, study_name=p.name, state_dir=p.state_dir,
-        extra=dict(options.tuner_options),
+        extra={**options.tuner_options, "budget": p.trials},
     )
     state: dict[str, Any] = resume_state or {
         "name": p.name, "spec_hash": spec.hash(), "tuner": options.tuner, "engine": options.engine,
@@ -242,7 +290,7 @@ def launch(
     )
     # fails here, before any worker starts, when the store does not answer
     parent = tracker.start_sweep(info, parent_run_id=state.get("parent_run_id"),
-                                 join=resume_state is not None)
+                                 join=resume_state is not None or shared)
     state.update(parent_run_id=parent, status="running")
     _write_state(p.state_dir, state)
     if restored is not None:
@@ -257,11 +305,18 @@ def launch(
     status = "FAILED"
     previous = _install_sigint(loop)
     try:
-        engine.start(spec.objective)
-        stats = loop.run()
+        if isinstance(tuner, RunTuner):  # Ray Tune: its own loop and trial placement
+            stats = loop.stats = tuner.run(RunRequest(
+                objective=spec.objective, budget=p.trials, seed=options.seed, slots=p.slots,
+                timeout=loop.timeout, trial_timeout=loop.trial_timeout,
+                artifact_root=loop.artifact_root, address=options.engine_options.get("address"),
+            ), tracker, on_update)
+        else:
+            engine.start(spec.objective)
+            stats = loop.run()
         wait = getattr(tracker, "wait", None)
         if wait is not None:
-            wait()
+            wait(timeout=30.0)  # a store that is away gets its backlog retried at finish
         stats.last_stored = time.perf_counter()
         status = "KILLED" if stats.stopped_early == INTERRUPTED else "FINISHED"
     finally:
@@ -274,7 +329,8 @@ def launch(
         _write_state(p.state_dir, state)
     summary = SweepSummary(
         name=p.name, spec=spec, stats=stats, workers=len(p.slots),
-        startup_seconds=engine.startup_seconds, parent_run_id=parent, tracking_uri=p.uri,
+        startup_seconds=(tuner if isinstance(tuner, RunTuner) else engine).startup_seconds,
+        parent_run_id=parent, tracking_uri=p.uri,
         experiment=p.experiment, state_dir=p.state_dir, failed_writes=tracker.failed_writes,
         tracking_errors=list(getattr(tracker, "errors", [])),
     )

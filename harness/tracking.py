@@ -28,6 +28,10 @@ from typing import Any, Protocol
 from harness.tuners.base import TrialResult, TrialState
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# a server that went away must not hold the writer for minutes per call: fail fast, and let
+# the writer's backlog retry in order when the server is back
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -54,7 +58,7 @@ def resolve_uri(uri: str | None) -> str | None:
 
 
 @dataclass
-class SweepInfo:
+class SweepInfo:  # noqa: D101 - fields are the parent run's tags
     name: str
     experiment: str
     tuner: str
@@ -116,6 +120,26 @@ class NullTracker:
         pass
 
 
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before anything is created, when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    from harness.masking import mask_url
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+            if resp.status >= 500:
+                raise TrackingError(f"tracking server {mask_url(uri)} is unhealthy (HTTP {resp.status})")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(
+            f"tracking server {mask_url(uri)} does not answer ({reason}); start it or pass --tracking-uri"
+        ) from None
+
+
 def _ms(t: float | None = None) -> int:
     return int((time.time() if t is None else t) * 1000)
 
@@ -131,7 +155,8 @@ class MLflowTracker:
     """Writes the sweep to MLflow from one background thread."""
 
     FLUSH_EVERY_S = 5.0
-    RETRIES = 3
+    RETRY_EVERY_S = 2.0  # while the store is away, retry the backlog this often
+    FINAL_RETRY_S = 60.0  # at the end, wait this long for the store before giving up
 
     def __init__(self, uri: str) -> None:
         from mlflow.tracking import MlflowClient
@@ -142,6 +167,7 @@ class MLflowTracker:
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
         self.failed_writes = 0
+        self.pending_writes = 0
         self.errors: list[str] = []
         self._runs: dict[int, str] = {}  # trial number -> child run id (writer thread only)
         self._settled: set[int] = set()  # trials whose final state is written
@@ -161,17 +187,20 @@ class MLflowTracker:
         try:
             exp = self.client.get_experiment_by_name(info.experiment)
             if exp is None:
-                self.experiment_id = self.client.create_experiment(
-                    info.experiment, artifact_location=self._artifact_location(info.experiment)
-                )
+                try:
+                    self.experiment_id = self.client.create_experiment(
+                        info.experiment, artifact_location=self._artifact_location(info.experiment)
+                    )
+                except Exception:  # another process of a shared sweep created it first
+                    exp = self.client.get_experiment_by_name(info.experiment)
+                    if exp is None:
+                        raise
+                    self.experiment_id = exp.experiment_id
             else:
                 self.experiment_id = exp.experiment_id
             if parent_run_id is None and join:
-                found = self.client.search_runs(
-                    [self.experiment_id], max_results=1, order_by=["attributes.start_time ASC"],
-                    filter_string=f"tags.`harness.kind` = 'sweep' and tags.`harness.sweep` = '{info.name}'",
-                )
-                parent_run_id = found[0].info.run_id if found else None
+                parent_run_id = self._elect_parent(info.name)
+            created = parent_run_id is None
             if parent_run_id is None:
                 tags = {
                     "harness.tuner": info.tuner,
@@ -192,17 +221,35 @@ class MLflowTracker:
                     params=[Param(k, _str(v)) for k, v in list(info.params.items())[:100]],
                 )
                 self.client.log_text(parent_run_id, info.spec_yaml, "spec.yaml")
-            else:  # resume: the same parent run, open again
+                if join:  # several processes may have raced to create it: all keep the first
+                    first = self._elect_parent(info.name)
+                    if first is not None and first != parent_run_id:
+                        self.client.delete_run(parent_run_id)
+                        parent_run_id = first
+                        self.client.update_run(parent_run_id, status="RUNNING")
+            if not created:  # resume or a shared sweep: the same parent run, open again
                 self.client.update_run(parent_run_id, status="RUNNING")
         except Exception as exc:
+            from harness.masking import mask_url
+
             raise TrackingError(
-                f"tracking store {self.uri} does not answer: {str(exc).splitlines()[0][:300]}"
+                f"tracking store {mask_url(self.uri)} does not answer: {str(exc).splitlines()[0][:300]}"
             ) from None
         self.parent_run_id = parent_run_id
         self.metric = info.metric
         self._thread = threading.Thread(target=self._loop, name="harness-tracker", daemon=True)
         self._thread.start()
         return parent_run_id
+
+    def _elect_parent(self, name: str) -> str | None:
+        """The first parent run created for sweep ``name`` (by start time, then id), if any."""
+        found = self.client.search_runs(
+            [self.experiment_id], max_results=100,
+            filter_string=f"tags.`harness.kind` = 'sweep' and tags.`harness.sweep` = '{name}'",
+        )
+        if not found:
+            return None
+        return min(found, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
 
     def _artifact_location(self, experiment: str) -> str | None:
         if self.uri.startswith("sqlite:///"):
@@ -212,20 +259,41 @@ class MLflowTracker:
 
     # -- the writer thread --------------------------------------------------------------------
     def _loop(self) -> None:
+        """Run writes in order; a write that fails waits in the backlog, and everything after it
+        too, until the store answers again (the sweep goes on meanwhile)."""
+        from collections import deque
+
+        backlog: deque[Callable[[], None]] = deque()
+        last_fail = 0.0
+        closing_since: float | None = None
         while True:
-            op = self._ops.get()
-            if op is None:
-                return
-            for attempt in range(self.RETRIES):
+            try:
+                op = self._ops.get(timeout=self.RETRY_EVERY_S if backlog else None)
+            except queue.Empty:
+                op = None
+            else:
+                if op is None:
+                    closing_since = time.monotonic()
+                else:
+                    backlog.append(op)
+            while backlog and time.monotonic() - last_fail >= (0 if closing_since else self.RETRY_EVERY_S):
                 try:
-                    op()
+                    backlog[0]()
+                    backlog.popleft()
+                except Exception as exc:  # the store went away: keep it, retry later
+                    last_fail = time.monotonic()
+                    msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                    if not self.errors or self.errors[-1] != msg:
+                        self.errors.append(msg)
+                    if closing_since is not None:
+                        time.sleep(self.RETRY_EVERY_S)
                     break
-                except Exception as exc:  # the store went away: retry, then count the loss
-                    if attempt == self.RETRIES - 1:
-                        self.failed_writes += 1
-                        self.errors.append(str(exc).splitlines()[0][:200])
-                    else:
-                        time.sleep(0.5 * (attempt + 1))
+            self.pending_writes = len(backlog)
+            if closing_since is not None and (
+                not backlog or time.monotonic() - closing_since > self.FINAL_RETRY_S
+            ):
+                self.failed_writes = len(backlog)
+                return
 
     def _submit(self, op: Callable[[], None]) -> None:
         if self._thread is not None:
@@ -372,12 +440,12 @@ class MLflowTracker:
             self._thread.join()
             self._thread = None
 
-    def wait(self) -> None:
+    def wait(self, timeout: float | None = None) -> None:
         """Block until every queued write is done (the measurement's end point)."""
         done = threading.Event()
         self._submit(done.set)
         if self._thread is not None:
-            done.wait()
+            done.wait(timeout)
 
 
 def _loggable(v: Any) -> bool:

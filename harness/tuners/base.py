@@ -13,11 +13,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from harness.sweep import SweepStats
+    from harness.tracking import Tracker
 
 ENTRY_POINT_GROUP = "harness.tuners"
 
@@ -104,6 +110,35 @@ class Tuner(Protocol):
 
     # Optional: ``enqueue(params)`` evaluates known configurations first; ``restore() -> Restored``
     # makes the tuner resumable (the sweep loop checks with hasattr).
+
+
+@dataclass
+class RunRequest:
+    """What a :class:`RunTuner` needs to run a whole sweep itself."""
+
+    objective: str
+    budget: int
+    seed: int
+    slots: list[str]  # one per concurrent trial: "cpu" or "cuda:N" (K per GPU: 1/K of a GPU each)
+    timeout: float | None = None  # stop proposing trials after this many seconds
+    trial_timeout: float | None = None
+    artifact_root: Path | None = None
+    address: str | None = None  # a Ray cluster to join (None: start one here)
+
+
+@runtime_checkable
+class RunTuner(Protocol):
+    """A tuner that owns its loop and trial placement (Ray Tune): the runner hands it the whole
+    sweep instead of driving ask / tell on an engine. It reports every trial to ``tracker``
+    (``trial_started`` / ``trial_report`` / ``trial_finished``) in the sweep loop's layout."""
+
+    name: str
+    startup_seconds: float
+
+    def run(self, request: RunRequest, tracker: Tracker,
+            on_update: Callable[[SweepStats], None] | None = None) -> SweepStats: ...
+
+    def close(self) -> None: ...
 
 
 class TunerError(ValueError):

@@ -7,6 +7,7 @@ so conditional parameters are native: an inactive parameter is never suggested.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState as OptunaState
 
+from harness.masking import mask_url
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
 from harness.tuners.base import (
     INTERRUPTED,
@@ -31,6 +33,7 @@ from harness.tuners.base import (
 )
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
+HEARTBEAT_S = 10  # a process silent for 2 intervals has its running trials failed and retried
 PRUNERS = ("none", "median", "hyperband", "sha")
 
 
@@ -89,23 +92,26 @@ def make_storage(storage: str | None, state_dir: Path | None) -> optuna.storages
     if storage == "memory":
         return optuna.storages.InMemoryStorage()
     if "://" in storage:
-        try:
-            return optuna.storages.RDBStorage(storage, heartbeat_interval=None)
-        except Exception as exc:  # SQLAlchemy raises many types for a bad URL or a dead server
-            raise TunerError(
-                f"--storage {mask_url(storage)}: cannot open: {str(exc).splitlines()[0]}"
-            ) from None
+        import random
+        import time
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            for attempt in range(5):
+                try:
+                    return optuna.storages.RDBStorage(
+                        storage, heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                    )
+                except Exception as exc:  # SQLAlchemy raises many types for a bad URL or a dead server
+                    # several processes creating the tables at once collide: the next try finds them
+                    if attempt == 4 or "already exists" not in str(exc) and "duplicate key" not in str(exc):
+                        raise TunerError(
+                            f"--storage {mask_url(storage)}: cannot open: {str(exc).splitlines()[0]}"
+                        ) from None
+                    time.sleep(random.uniform(0.2, 1.0))
     return journal(storage)
-
-
-def mask_url(url: str) -> str:
-    """Hide a password in ``scheme://user:password@host`` for logs and tags."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
 class OptunaTuner:
@@ -116,6 +122,21 @@ class OptunaTuner:
         self.study = study
         self.dists = distributions(spec)
         self._trials: dict[int, optuna.Trial] = {}
+        self._heartbeat: threading.Thread | None = None
+        self._closing = threading.Event()
+        if isinstance(study._storage, optuna.storages.RDBStorage):
+            # Optuna beats only inside study.optimize; ask/tell trials need our own heartbeat
+            self._heartbeat = threading.Thread(target=self._beat, name="optuna-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        storage = self.study._storage
+        while not self._closing.wait(HEARTBEAT_S / 2):
+            for trial in list(self._trials.values()):
+                try:
+                    storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
+                except Exception:  # a finished trial or a passing database fault: next beat
+                    pass
 
     @classmethod
     def from_spec(cls, spec: SweepSpec, options: TunerOptions) -> OptunaTuner:
@@ -157,6 +178,9 @@ class OptunaTuner:
 
     def ask(self, n: int) -> list[Suggestion]:
         out = []
+        if self._heartbeat is not None:
+            # trials of a dead process (no heartbeat) are failed; the retry callback re-queues them
+            optuna.storages.fail_stale_trials(self.study)
         for _ in range(n):
             trial = self.study.ask()
             self._trials[trial.number] = trial
@@ -185,6 +209,8 @@ class OptunaTuner:
         requeued = {t.user_attrs.get("harness_requeue_of") for t in trials}
         out = Restored()
         for t in trials:
+            if t.state == OptunaState.RUNNING and self._heartbeat is not None:
+                continue  # shared study: maybe another live process's; heartbeats decide
             if t.state == OptunaState.RUNNING:
                 self.study._storage.set_trial_user_attr(t._trial_id, "harness_reason", INTERRUPTED)
                 self.study.tell(t.number, state=OptunaState.FAIL)
@@ -206,4 +232,6 @@ class OptunaTuner:
         return out
 
     def close(self) -> None:
-        pass
+        self._closing.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)

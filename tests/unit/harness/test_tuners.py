@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+from harness.masking import mask_url
 from harness.spec import parse_spec
 from harness.tuners.base import (
     TrialResult,
@@ -15,7 +16,7 @@ from harness.tuners.base import (
     make_tuner,
     sample_uniform,
 )
-from harness.tuners.optuna import distributions, mask_url
+from harness.tuners.optuna import distributions
 
 SPEC = parse_spec({
     "objective": "x:y",
@@ -107,3 +108,5 @@ def test_random_tuner_is_reproducible_by_seed():
 def test_mask_url_hides_password():
     assert mask_url("postgresql://bob:s3cret@db:5432/x") == "postgresql://bob:***@db:5432/x"
     assert mask_url("sqlite:///a.db") == "sqlite:///a.db"
+    line = "harness sweep x --storage postgresql://u:p%40ss@h/db --tracking-uri http://a:b@m:5000"
+    assert mask_url(line) == "harness sweep x --storage postgresql://u:***@h/db --tracking-uri http://a:***@m:5000"

@@ -1,0 +1,84 @@
+"""Several harness processes share one Optuna study on PostgreSQL and one real MLflow server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import MlflowServer, harness_env
+
+SPACE = """
+objective: tests.objectives:sleepy
+metric: {name: value, goal: minimize}
+fixed: {steps: 2, pause: 0.02}
+params:
+  x: {type: float, low: -1.0, high: 1.0}
+budget: {trials: 25}
+"""
+
+
+@pytest.fixture
+def pg_pair(postgres_db):
+    """Two databases on the real PostgreSQL server: the study's and MLflow's backend store."""
+    import psycopg2
+
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    mlflow_db = postgres_db + "_mlflow"
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{mlflow_db}"')
+    try:
+        yield postgres_db, mlflow_db
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{mlflow_db}" WITH (FORCE)')
+        conn.close()
+
+
+def test_four_processes_one_study_one_server(tmp_path, write_space, pg_pair):
+    study_db, mlflow_db = pg_pair
+    server = MlflowServer(f"postgresql://postgres@127.0.0.1:5432/{mlflow_db}", tmp_path / "artifacts").start()
+    try:
+        space = write_space(SPACE)
+        # trust auth accepts any password: this one must never reach a log line or a tag
+        storage = f"postgresql://postgres:hunter2secret@127.0.0.1:5432/{study_db}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "harness.cli", "sweep", str(space), "--tuner", "optuna",
+                 "--storage", storage, "--name", "shared", "--trials", "25", "--workers", "1",
+                 "--devices", "cpu", "--tracking-uri", server.url, "--seed", str(i)],
+                cwd=tmp_path / f"p{i}" if (tmp_path / f"p{i}").mkdir() is None else tmp_path,
+                env=harness_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for i in range(4)
+        ]
+        outputs = [p.communicate(timeout=400) for p in procs]
+        for p, (out, err) in zip(procs, outputs, strict=True):
+            assert p.returncode == 0, err[-3000:]
+            assert "hunter2secret" not in out + err
+
+        study = optuna.load_study(study_name="shared", storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        assert len(trials) == 100
+        assert all(t.state.name == "COMPLETE" for t in trials)
+        assert sorted(t.number for t in trials) == list(range(100))
+
+        client = MlflowClient(server.url)
+        exp = client.get_experiment_by_name("space")
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+        parents = [r for r in runs if r.data.tags.get("harness.kind") == "sweep"]
+        kids = [r for r in runs if r.data.tags.get("harness.kind") == "trial"]
+        assert len(parents) == 1, "the processes share one parent run"
+        assert len(kids) == 100
+        assert {k.data.tags["mlflow.parentRunId"] for k in kids} == {parents[0].info.run_id}
+        assert sorted(int(k.data.tags["harness.trial"]) for k in kids) == list(range(100))
+        for r in runs:
+            blob = " ".join([*r.data.tags.values(), *r.data.params.values()])
+            assert "hunter2secret" not in blob
+        assert "postgresql://postgres:***@" in parents[0].data.tags["harness.command"]
+    finally:
+        server.stop()
