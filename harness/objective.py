@@ -80,9 +80,20 @@ class ObjectiveError(ValueError):
     """The objective named in a spec cannot be found (one line, for the CLI)."""
 
 
+# The shipped objectives, also found from a source checkout that was never pip-installed (a
+# GPU machine given only the working tree); installed entry points take precedence.
+BUILTIN = {
+    "branin": "harness.testfunctions:branin",
+    "hartmann6": "harness.testfunctions:hartmann6",
+    "gflownet": "models.gflownet.train:train",
+    "diffusion": "models.diffusion.train:train",
+    "locoprop": "models.locoprop.train:train",
+}
+
+
 def registered_objectives() -> dict[str, str]:
     """Names in the ``harness.objectives`` entry-point group -> their ``module:attr``."""
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return {**BUILTIN, **{ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}}
 
 
 def load_objective(name: str) -> Objective:

@@ -73,6 +73,30 @@ class Engine(Protocol):
     def shutdown(self) -> None: ...
 
 
+def _torch_cuda() -> Any:
+    """torch.cuda when the trainer already imported torch and a GPU is visible, else None."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda
+
+
+def _reset_gpu_memory() -> None:
+    cuda = _torch_cuda()
+    if cuda is not None:
+        cuda.reset_peak_memory_stats()
+
+
+def _gpu_memory() -> dict[str, float]:
+    """The trial's peak GPU memory, for packing several trials on one GPU."""
+    cuda = _torch_cuda()
+    if cuda is None:
+        return {}
+    return {"gpu_peak_mem_mb": cuda.max_memory_allocated() / 2**20}
+
+
 class EngineError(ValueError):
     """An engine option is wrong or the engine cannot start (one line, for the CLI)."""
 
@@ -99,11 +123,13 @@ def run_task(
         if should_stop(task.number):
             raise TrialPruned(f"pruned at step {step}")
 
+    _reset_gpu_memory()
     try:
         fn = load_objective(task.objective)
         out = fn(task.config, device=device, seed=task.seed, report=report,
                  artifact_dir=task.artifact_dir)
         metrics = {k: float(v) for k, v in dict(out or {}).items()}
+        metrics.update(_gpu_memory())
         return Done(task.number, "ok", metrics, steps=last_step, seconds=clock() - t0, device=device)
     except TrialPruned as exc:
         return Done(task.number, "pruned", reason=str(exc) or "pruned", steps=last_step,

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# GPU check (see benchmarks/gpu_check.py). On a machine without the harness's Python
+# dependencies (a bare GPU box), put wheels for pydantic and its few dependencies in .wheels/:
+#   pip download -d .wheels --only-binary=:all: --python-version 3.12 pydantic
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+if ! "$PY" -c "import pydantic" 2>/dev/null && [ -d .wheels ]; then
+  "$PY" -m pip install -q --no-index --find-links .wheels pydantic
+fi
+export MLFLOW_DISABLE_TELEMETRY=true PYTHONUNBUFFERED=1
+exec "$PY" benchmarks/gpu_check.py "$@"
