@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/harness sweep gflownet-quick --tuner optuna --trials 8 --workers 2 --pruner median
+	$(BIN)/harness sweep gflownet-quick --tuner optuna --trials 8 --workers 2 --pruner median --defaults-first
 
 test: install
 	$(BIN)/pytest -q
