@@ -140,6 +140,32 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def init_sqlite(uri: str) -> None:
+    """Create a new SQLite store crash-safely: migrate a private file, then link it into place.
+
+    MLflow builds a new database with a chain of migrations that are not one transaction; a
+    driver killed half-way would leave a store no later command can open.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):])
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.init")
+    tmp.unlink(missing_ok=True)
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(f"sqlite:///{tmp}", (path.parent / "mlartifacts").as_uri())
+    store.engine.dispose()
+    try:
+        os.link(tmp, path)  # atomic, and never replaces a store another process just made
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _ms(t: float | None = None) -> int:
     return int((time.time() if t is None else t) * 1000)
 
@@ -163,6 +189,10 @@ class MLflowTracker:
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # mlflow resets it on import
         self.uri = uri
+        try:
+            init_sqlite(uri)  # before the client: constructing it creates (migrates) the store
+        except Exception as exc:
+            raise TrackingError(f"tracking store {uri}: cannot create: {str(exc).splitlines()[0][:300]}") from None
         self.client = MlflowClient(tracking_uri=uri)
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
