@@ -373,9 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (see 'harness {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else " (see 'harness --help')"
         err.print(f"error: {exc.format_message()}{hint}", markup=False, highlight=False, soft_wrap=True)
         return 2
-    except cx.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except cx.Abort:
+    except typer.Abort:
         err.print("aborted", markup=False)
         return 130
     return 0

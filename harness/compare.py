@@ -9,11 +9,13 @@ repeated (or checked) at any time from MLflow alone:
   value, pruned and failed ones count the steps and the time they used;
 - per tuner: the final best over seeds (mean, sample standard deviation, median), the training
   steps, wall seconds and trials until the best reached a target value (default: the worst of the
-  per-sweep final bests, so every sweep reaches it), and the mean rank across seeds;
+  per-sweep final bests, so every sweep reaches it), and the mean rank across seeds; wall seconds
+  count from the sweep's first trial start (as utilization does), its start-up is shown apart;
 - which differences hold: for each pair of tuners, the paired differences of the final best over
-  the seeds both ran, a percentile-bootstrap 95% interval of their mean (10,000 resamples, fixed
-  generator) and the Wilcoxon signed-rank p value beside it. A difference "holds" when the
-  interval excludes 0.
+  the seeds both ran; a paired t-test (two-sided) with the 95% t-interval of their mean, its p
+  adjusted over all pairs by Holm's method, and the distribution-free Wilcoxon signed-rank p beside
+  it. A difference "holds" when the Holm-adjusted p is below 0.05; it is "suggestive" when only
+  the unadjusted p is. With few seeds little can hold, and the output says so.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import csv
 import io
 import json
 import math
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -34,9 +35,9 @@ import numpy as np
 
 from harness.records import RecordError, sweep_runs
 
-BOOTSTRAP_RESAMPLES = 10_000
-TEST_NAME = ("paired bootstrap 95% interval of the mean difference of final bests over common seeds "
-             f"({BOOTSTRAP_RESAMPLES:,} resamples); Wilcoxon signed-rank p beside it")
+ALPHA = 0.05
+TEST_NAME = ("paired t-test of the final bests over common seeds (two-sided, 95% t-interval of the mean "
+             "difference), Holm-adjusted over all pairs; Wilcoxon signed-rank p beside it")
 STEPS_ONLY_TRIAL_CAP = 10_000  # `benchmark --budget-steps B` without --trials: the step budget decides
 FORMATS = ("table", "csv", "json", "markdown")
 
@@ -49,7 +50,7 @@ class TrialPoint:
     value: float | None  # the spec metric of a complete trial
     steps: int
     seconds: float
-    elapsed: float  # seconds since the sweep started, when the trial finished
+    elapsed: float  # elapsed_s: seconds since the sweep loop started, when the trial finished
     interrupted: bool = False  # stopped by Ctrl-C or a crash: costs steps, not a finished trial
 
 
@@ -59,7 +60,7 @@ class Event:
 
     trials: int  # finished trials so far (interrupted ones excluded, as in best_so_far)
     steps: int  # cumulative training steps, all trials
-    seconds: float  # elapsed wall seconds
+    seconds: float  # wall seconds since the first trial started (see SweepRecord.startup)
     best: float | None  # best complete value so far
 
 
@@ -84,8 +85,20 @@ class SweepRecord:
     def failed(self) -> int:
         return sum(1 for t in self.trials if t.state == "failed" or t.interrupted)
 
+    @property
+    def startup(self) -> float:
+        """Seconds from the sweep's start to its first trial's start (min of elapsed - seconds).
+
+        Wall time is counted from there, as the harness measures utilization from the first
+        dispatch: an engine that starts inside the sweep (Ray) shows its start-up here, apart,
+        instead of inside every time-to-target.
+        """
+        done = [t.elapsed - t.seconds for t in self.trials if t.state != "running"]
+        return max(0.0, min(done)) if done else 0.0
+
     def history(self) -> list[Event]:
         """One event per finished trial, in completion order (what best_so_far logs)."""
+        t0 = self.startup
         events: list[Event] = []
         best: float | None = None
         finished = steps = 0
@@ -99,7 +112,7 @@ class SweepRecord:
                 best is None or better(t.value, best, self.goal)
             ):
                 best = t.value
-            events.append(Event(finished, steps, t.elapsed, best))
+            events.append(Event(finished, steps, max(0.0, t.elapsed - t0), best))
         return events
 
     @property
@@ -113,7 +126,7 @@ class SweepRecord:
 
     @property
     def seconds_used(self) -> float:
-        return max((t.elapsed for t in self.trials if t.state != "running"), default=0.0)
+        return max((t.elapsed for t in self.trials if t.state != "running"), default=self.startup) - self.startup
 
     def reach(self, target: float) -> Event | None:
         """The first event whose best is at least as good as ``target``."""
@@ -235,7 +248,8 @@ class TunerRow:
     best_std: float | None  # sample standard deviation over seeds (ddof = 1)
     best_median: float | None
     steps_used: float  # mean over sweeps
-    seconds_used: float  # mean over sweeps
+    seconds_used: float  # mean over sweeps, from the first trial's start
+    startup_seconds: float  # mean over sweeps: sweep start to the first trial's start
     reached: int  # sweeps that reached the target
     steps_to_target: float | None  # mean over the sweeps that reached it
     seconds_to_target: float | None
@@ -249,12 +263,18 @@ class PairTest:
     b: str
     n: int  # common seeds
     mean_diff: float | None  # mean of (best_a - best_b) over common seeds
-    ci_low: float | None
+    ci_low: float | None  # 95% t-interval of the mean difference
     ci_high: float | None
-    p_value: float | None  # Wilcoxon signed-rank, two-sided
-    holds: bool
-    better: str | None
-    statement: str
+    p_value: float | None  # paired t-test, two-sided
+    p_holm: float | None  # p_value adjusted over all pairs (Holm)
+    p_wilcoxon: float | None  # Wilcoxon signed-rank, two-sided
+    verdict: str  # holds | suggestive | n.s. | no test
+    better: str | None  # the better tuner of the pair, when the difference holds or is suggestive
+    statement: str = ""
+
+    @property
+    def holds(self) -> bool:
+        return self.verdict == "holds"
 
 
 @dataclass
@@ -281,6 +301,7 @@ class Comparison:
                 "name": s.name, "run_id": s.run_id, "tuner": s.tuner, "seed": s.seed, "status": s.status,
                 "complete": s.count("complete"), "pruned": s.count("pruned"), "failed": s.failed,
                 "final_best": s.final_best, "steps_used": s.steps_used, "seconds_used": s.seconds_used,
+                "startup_seconds": s.startup,
                 "steps_to_target": hit.steps if hit else None,
                 "seconds_to_target": hit.seconds if hit else None,
                 "trials_to_target": hit.trials if hit else None,
@@ -292,7 +313,7 @@ class Comparison:
             "experiment": self.experiment, "benchmark": self.benchmark, "tracking_uri": self.uri,
             "metric": self.metric, "goal": self.goal, "target": self.target,
             "target_source": self.target_source, "test": self.test,
-            "tuners": [asdict(r) for r in self.rows], "pairs": [asdict(p) for p in self.pairs],
+            "tuners": [asdict(r) for r in self.rows], "pairs": [{**asdict(p), "holds": p.holds} for p in self.pairs],
             "sweeps": self.sweep_rows(), "plots": self.plots, "notes": self.notes,
         }
 
@@ -345,6 +366,7 @@ def compare_sweeps(records: list[SweepRecord], *, uri: str, experiment: str, ben
             best_median=float(np.median(bests)) if bests else None,
             steps_used=float(np.mean([s.steps_used for s in ss])),
             seconds_used=float(np.mean([s.seconds_used for s in ss])),
+            startup_seconds=float(np.mean([s.startup for s in ss])),
             reached=len(hits), steps_to_target=_mean([h.steps for h in hits]),
             seconds_to_target=_mean([h.seconds for h in hits]),
             trials_to_target=_mean([h.trials for h in hits]), mean_rank=ranks.get(t),
@@ -357,12 +379,12 @@ def compare_sweeps(records: list[SweepRecord], *, uri: str, experiment: str, ben
 
     rows.sort(key=key)
     ordered = [r.tuner for r in rows]
-    pairs = [paired_test(a, b, per_seed[a], per_seed[b], goal, metric)
-             for i, a in enumerate(ordered) for b in ordered[i + 1:]]
-    if pairs and any(p.n for p in pairs) and max(p.n for p in pairs) < 6:
+    pairs = holm([paired_test(a, b, per_seed[a], per_seed[b])
+                  for i, a in enumerate(ordered) for b in ordered[i + 1:]], goal, metric)
+    if pairs and 2 <= max(p.n for p in pairs) < 6:
         n = max(p.n for p in pairs)
-        notes.append(f"with {n} common seeds no two-sided Wilcoxon p can fall below "
-                     f"{2 / 2 ** n:.3g}, and the bootstrap interval is optimistic: run more seeds to be sure")
+        notes.append(f"{n} common seeds: no two-sided Wilcoxon p can fall below {2 / 2 ** n:.3g}, and the "
+                     "t-test leans on roughly normal differences; run more seeds to be sure")
     return Comparison(uri=uri, experiment=experiment, benchmark=benchmark, metric=metric, goal=goal,
                       target=target, target_source=source, rows=rows, pairs=pairs, sweeps=records, notes=notes)
 
@@ -382,41 +404,54 @@ def _mean_ranks(per_seed: dict[str, dict[int, float | None]], tuners: list[str],
     return {t: float(r / len(seeds)) for t, r in zip(tuners, total, strict=True)}
 
 
-def paired_test(a: str, b: str, va: dict[int, float | None], vb: dict[int, float | None], goal: str,
-                metric: str) -> PairTest:
-    """Paired differences over the seeds both tuners finished with a complete trial."""
+def paired_test(a: str, b: str, va: dict[int, float | None], vb: dict[int, float | None]) -> PairTest:
+    """Paired differences over the seeds both tuners finished with a complete trial (unadjusted)."""
     seeds = sorted(s for s in set(va) & set(vb) if va[s] is not None and vb[s] is not None)
     n = len(seeds)
     if n < 2:
-        return PairTest(a, b, n, None, None, None, None, False, None,
+        return PairTest(a, b, n, None, None, None, None, None, None, "no test", None,
                         f"{a} vs {b}: {n} common seed(s) with a result, no test")
-    d = np.array([va[s] - vb[s] for s in seeds], dtype=float)  # type: ignore[operator]
-    rng = np.random.default_rng(0)
-    means = d[rng.integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))].mean(axis=1)
-    lo, hi = (float(x) for x in np.percentile(means, [2.5, 97.5]))
-    p = None
-    if np.any(d != 0):
-        from scipy.stats import wilcoxon
+    from scipy import stats
 
+    d = np.array([va[s] - vb[s] for s in seeds], dtype=float)  # type: ignore[operator]
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    # every seed giving the same difference: p is 0, or 1 when that difference is 0
+    p = float(stats.ttest_1samp(d, 0.0).pvalue) if sd > 0 else float(mean == 0)
+    pw = None
+    if np.any(d != 0):
         try:
-            p = float(wilcoxon(d).pvalue)
+            pw = float(stats.wilcoxon(d).pvalue)
         except ValueError:
-            p = None
-    mean = float(d.mean())
-    holds = lo > 0 or hi < 0
-    winner = None
-    if holds:
-        a_better = (mean < 0) != (goal == "maximize")
-        winner = a if a_better else b
-        loser = b if a_better else a
+            pw = None
+    return PairTest(a, b, n, mean, mean - half, mean + half, p, None, pw, "n.s.", None)
+
+
+def holm(pairs: list[PairTest], goal: str, metric: str) -> list[PairTest]:
+    """Holm's step-down adjustment of the pairs' p values; then each pair's verdict and statement."""
+    tested = sorted((p for p in pairs if p.p_value is not None), key=lambda p: p.p_value)  # type: ignore[arg-type,return-value]
+    running = 0.0
+    for i, p in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - i) * p.p_value))  # type: ignore[operator]
+        p.p_holm = running
+    for p in pairs:
+        if p.p_value is None or p.mean_diff is None:
+            continue
+        p.verdict = "holds" if p.p_holm < ALPHA else "suggestive" if p.p_value < ALPHA else "n.s."  # type: ignore[operator]
+        a_better = (p.mean_diff < 0) != (goal == "maximize")
+        winner, loser = (p.a, p.b) if a_better else (p.b, p.a)
+        ci = f"95% CI of {p.a} - {p.b}: [{p.ci_low:.4g}, {p.ci_high:.4g}]"
+        ps = f"t-test p = {p.p_value:.3g}, Holm {p.p_holm:.3g}"
+        ps += f", Wilcoxon p = {p.p_wilcoxon:.3g}" if p.p_wilcoxon is not None else ""
+        if p.verdict == "n.s." or p.mean_diff == 0:
+            p.statement = f"{p.a} vs {p.b}: no difference shown over {p.n} seeds ({ci}; {ps})"
+            continue
+        p.better = winner
         word = "lower" if goal == "minimize" else "higher"
-        text = (f"{winner} beats {loser}: {metric} {abs(mean):.4g} {word} on average over {n} seeds "
-                f"(95% CI of {a} - {b}: [{lo:.4g}, {hi:.4g}]")
-    else:
-        text = (f"{a} vs {b}: no difference shown over {n} seeds (mean {a} - {b} = {mean:.4g}, "
-                f"95% CI [{lo:.4g}, {hi:.4g}] contains 0")
-    text += f"; Wilcoxon p = {p:.3g})" if p is not None else "; Wilcoxon p undefined: all differences 0)"
-    return PairTest(a, b, n, mean, lo, hi, p, holds, winner, text)
+        verb = "beats" if p.verdict == "holds" else "may beat (not after Holm)"
+        p.statement = (f"{winner} {verb} {loser}: {metric} {abs(p.mean_diff):.4g} {word} on average over "
+                       f"{p.n} seeds ({ci}; {ps})")
+    return pairs
 
 
 # -- the commands' work ------------------------------------------------------------------------
@@ -427,8 +462,18 @@ def run_compare(uri: str | None, *, experiment: str | None = None, benchmark: st
     log them as the artifacts of a comparison run (``harness.kind = comparison``)."""
     if uri is None:
         raise RecordError("harness compare reads the tracking store: not --tracking-uri none")
-    records = load_sweeps(uri, experiment=experiment, benchmark=benchmark)
-    exp_name = _client(uri).get_experiment(records[0].experiment_id).name
+    from harness.tracking import TrackingError
+
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise RecordError(f"no MLflow store at {uri[len('sqlite:///'):]} (run 'harness benchmark SPACE' "
+                          "here, or pass --tracking-uri)")
+    try:
+        records = load_sweeps(uri, experiment=experiment, benchmark=benchmark)
+        exp_name = _client(uri).get_experiment(records[0].experiment_id).name
+    except RecordError:
+        raise
+    except Exception as exc:  # the store itself fails: one line, not a traceback
+        raise TrackingError(f"tracking store {uri} does not answer: {str(exc).splitlines()[0][:300]}") from None
     comp = compare_sweeps(records, uri=uri, experiment=exp_name, benchmark=benchmark, target=target, order=order)
     if out is not None:
         from harness.plots import write_plots
@@ -447,7 +492,7 @@ def run_compare(uri: str | None, *, experiment: str | None = None, benchmark: st
 
 def log_comparison(comp: Comparison, out: Path) -> str:
     """A run tagged ``harness.kind = comparison`` in the sweeps' experiment, holding the files."""
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import RunTag
 
     client = _client(comp.uri)
     label = comp.benchmark or comp.experiment
@@ -461,14 +506,8 @@ def log_comparison(comp: Comparison, out: Path) -> str:
     run = client.create_run(comp.sweeps[0].experiment_id, run_name=f"compare-{label}-{datetime.now():%H%M%S}",
                             tags=tags)
     rid = run.info.run_id
-    now = int(time.time() * 1000)
-    metrics = []
-    for r in comp.rows:
-        for k in ("best_mean", "best_std", "best_median", "mean_rank", "steps_to_target", "seconds_to_target"):
-            v = getattr(r, k)
-            if v is not None and math.isfinite(v):
-                metrics.append(Metric(f"{r.tuner}.{k}", float(v), now, 0))
-    client.log_batch(rid, metrics=metrics, tags=[RunTag("mlflow.note.content", render_text(comp, "markdown"))])
+    # the table as the run's description; no metrics, so the UI's chart view keeps to the sweeps' curves
+    client.log_batch(rid, tags=[RunTag("mlflow.note.content", render_text(comp, "markdown"))])
     client.log_artifacts(rid, str(out))
     client.set_terminated(rid, "FINISHED")
     return rid
@@ -571,8 +610,16 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def fmt_count(value: float | None) -> str:
+    """A count, or a mean of counts: whole numbers as such, others to one decimal."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
 COLUMNS = ["tuner", "sweeps", "seeds", "trials c/p/f", "best mean", "best std", "best median",
-           "steps used", "steps to target", "seconds to target", "trials to target", "reached", "mean rank"]
+           "steps used", "seconds used", "start-up s", "steps to target", "seconds to target",
+           "trials to target", "reached", "mean rank"]
 
 
 def table_rows(comp: Comparison) -> list[list[str]]:
@@ -580,20 +627,22 @@ def table_rows(comp: Comparison) -> list[list[str]]:
     for r in comp.rows:
         rows.append([
             r.tuner, str(r.sweeps), ",".join(map(str, r.seeds)), f"{r.complete}/{r.pruned}/{r.failed}",
-            fmt(r.best_mean), fmt(r.best_std), fmt(r.best_median), fmt(r.steps_used, 6),
-            fmt(r.steps_to_target, 6), fmt(r.seconds_to_target, 3), fmt(r.trials_to_target, 3),
+            fmt(r.best_mean), fmt(r.best_std), fmt(r.best_median), fmt_count(r.steps_used),
+            fmt(r.seconds_used, 3), fmt(r.startup_seconds, 2),
+            fmt_count(r.steps_to_target), fmt(r.seconds_to_target, 3), fmt_count(r.trials_to_target),
             f"{r.reached}/{r.sweeps}", fmt(r.mean_rank, 3),
         ])
     return rows
 
 
 def title(comp: Comparison) -> str:
-    what = f"benchmark {comp.benchmark}" if comp.benchmark else f"experiment {comp.experiment}"
+    what = f"{comp.experiment} / benchmark {comp.benchmark}" if comp.benchmark else f"experiment {comp.experiment}"
     return f"{what}: {comp.metric} ({comp.goal}), {len(comp.sweeps)} sweeps"
 
 
 def target_line(comp: Comparison) -> str:
-    return f"target {comp.metric} = {fmt(comp.target, 6)} ({comp.target_source})"
+    return (f"target {comp.metric} = {fmt(comp.target, 6)} ({comp.target_source}); seconds: wall time "
+            "from each sweep's first trial start (the start-up before it is shown apart); means over sweeps")
 
 
 def tables(comp: Comparison) -> list[Any]:
@@ -607,12 +656,15 @@ def tables(comp: Comparison) -> list[Any]:
         t.add_row(*row)
     out: list[Any] = [t]
     if comp.pairs:
-        p = Table(title=f"which differences hold: {comp.test}", title_justify="left", show_header=False)
+        p = Table(title="which differences hold", title_justify="left", show_header=False)
         p.add_column()
+        p.add_row(f"[bold]test[/]       {_escape(comp.test)}")
         for pair in comp.pairs:
-            p.add_row(("[green]holds[/]  " if pair.holds else "[dim]n.s.[/]   ") + _escape(pair.statement))
+            style = {"holds": "[green]holds[/]     ", "suggestive": "[yellow]suggestive[/]"}.get(
+                pair.verdict, f"[dim]{pair.verdict:<10}[/]")
+            p.add_row(f"{style} {_escape(pair.statement)}")
         for note in comp.notes:
-            p.add_row(f"[yellow]note[/]   {_escape(note)}")
+            p.add_row(f"[bold]note[/]       {_escape(note)}")
         out.append(p)
     elif comp.notes:
         out += [f"note: {_escape(n)}" for n in comp.notes]
@@ -651,7 +703,7 @@ def render_text(comp: Comparison, format: str) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in table_rows(comp)]
         if comp.pairs:
             lines += ["", f"Which differences hold ({comp.test}):", ""]
-            lines += [f"- {'**holds**' if p.holds else 'n.s.'}: {p.statement}" for p in comp.pairs]
+            lines += [f"- {'**holds**' if p.holds else p.verdict}: {p.statement}" for p in comp.pairs]
         lines += [f"- note: {n}" for n in comp.notes]
         return "\n".join(lines) + "\n"
     raise ValueError(format)

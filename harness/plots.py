@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 PANELS = {  # name: (x label, file stem)
     "trials": ("finished trials", "best_vs_trials"),
     "steps": ("cumulative training steps (all trials, pruned included)", "best_vs_steps"),
-    "seconds": ("wall seconds since the sweep started", "best_vs_seconds"),
+    "seconds": ("wall seconds since the first trial started", "best_vs_seconds"),
 }
-COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+TUNER_COLORS = {"optuna": "#1f77b4", "ax": "#2ca02c", "ray": "#ff7f0e", "random": "#7f7f7f"}  # the same in every figure
+COLORS = ["#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]  # other tuners, in table order
 BAND = "band: best to worst seed"
 
 
@@ -87,8 +88,9 @@ def write_plots(comp: Comparison, out: Path) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    colors = {r.tuner: COLORS[i % len(COLORS)] for i, r in enumerate(comp.rows)}
-    what = comp.benchmark or comp.experiment
+    others = iter(COLORS * (1 + len(comp.rows) // len(COLORS)))
+    colors = {r.tuner: TUNER_COLORS.get(r.tuner) or next(others) for r in comp.rows}
+    what = f"{comp.experiment} / {comp.benchmark}" if comp.benchmark else comp.experiment
     files: list[str] = []
     drawn: dict[str, list[str]] = {}
     by_panel = {panel: curves(comp, panel) for panel in PANELS}
@@ -138,7 +140,7 @@ def _plotly(comp: Comparison, by_panel: dict[str, list[Curve]], colors: dict[str
                                      showlegend=False, name=f"{c.tuner} worst seed", meta="band", **common),
                           row=1, col=col)
             fig.add_trace(go.Scatter(y=c.lo[ok].tolist(), line=dict(width=0, color=colors[c.tuner]),
-                                     fill="tonexty", opacity=0.2, showlegend=False,
+                                     fill="tonexty", fillcolor=_rgba(colors[c.tuner], 0.18), showlegend=False,
                                      name=f"{c.tuner} best seed", meta="band", **common), row=1, col=col)
             fig.add_trace(go.Scatter(y=c.mean[ok].tolist(), line=dict(width=2, color=colors[c.tuner]),
                                      name=c.tuner, meta="mean", showlegend=col == 1, **common),
@@ -148,9 +150,14 @@ def _plotly(comp: Comparison, by_panel: dict[str, list[Curve]], colors: dict[str
         if _log_scale(by_panel[panel]):
             fig.update_yaxes(type="log", row=1, col=col)
     fig.update_yaxes(title_text=f"best {comp.metric} so far ({comp.goal})", row=1, col=1)
-    what = comp.benchmark or comp.experiment
+    what = f"{comp.experiment} / {comp.benchmark}" if comp.benchmark else comp.experiment
     fig.update_layout(title=f"{what}: best {comp.metric} so far, mean over seeds ({BAND})",
                       height=480, width=1500, template="plotly_white")
     fig.write_html(out / "compare.html", include_plotlyjs=True, full_html=True)
     fig.write_json(out / "compare.plotly.json")
     return traces
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
