@@ -310,6 +310,7 @@ def launch(
                 objective=spec.objective, budget=p.trials, seed=options.seed, slots=p.slots,
                 timeout=loop.timeout, trial_timeout=loop.trial_timeout,
                 artifact_root=loop.artifact_root, address=options.engine_options.get("address"),
+                budget_steps=loop.budget_steps,
             ), tracker, on_update)
         else:
             engine.start(spec.objective)

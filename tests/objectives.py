@@ -53,3 +53,24 @@ def sleepy(config: Mapping[str, Any], *, device: str = "cpu", seed: int = 0,
         if report is not None:
             report(step, {"value": value + (steps - step)})
     return {"value": value}
+
+
+def contract(config: Mapping[str, Any], *, device: str = "cpu", seed: int = 0,
+             report: Report = None, artifact_dir: str | None = None) -> dict[str, float]:
+    """The tuner contract's objective: a learning curve over ``steps`` reports ``pause`` s apart
+    that falls to (x - 0.3)^2 + small terms of the other params. A trial whose seed is in
+    ``fail_seeds`` raises at once, one in ``nan_seeds`` returns NaN at once (neither reports,
+    so no pruner can get to them first)."""
+    if seed in config.get("fail_seeds", ()):
+        raise ValueError(f"planned failure (seed {seed})")
+    if seed in config.get("nan_seeds", ()):
+        return {"value": math.nan}
+    value = (float(config["x"]) - 0.3) ** 2 + 0.01 * float(config.get("n", 1))
+    value += 0.01 * abs(math.log10(float(config.get("lr", 1e-2))) + 2)
+    value += 0.05 * float(config.get("lam", 0.0))
+    steps = int(config.get("steps", 10))
+    for step in range(1, steps + 1):
+        time.sleep(float(config.get("pause", 0.05)))
+        if report is not None:
+            report(step, {"value": value + 2.0 * (steps - step) / steps, "lr_seen": float(config.get("lr", 0.0))})
+    return {"value": value, "steps_done": float(steps)}

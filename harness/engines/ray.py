@@ -6,8 +6,9 @@ with one it joins that cluster (``auto`` or ``host:port``). A session that is al
 this process (a test's, a notebook's) is used as it is and left running.
 
 Each actor runs :func:`harness.engines.base.run_task`, as the local engine's workers do. Reports
-and results are sent, without waiting, to a small mailbox actor that the driver drains in
-``poll``; a trial's result is handed on only after all its reports. A prune decision is
+are sent, without waiting, to a small mailbox actor that the driver long-polls; a trial's result
+comes back as the return value of its ``run`` call (one hop), and is handed on only after all
+the trial's reports. ``poll`` waits on both at once. A prune decision is
 fire-and-forget too: ``stop_trial`` calls the actor's ``stop`` method (the actor runs two
 threads, so the call lands while the trial runs), which sets a flag the trial's next
 ``report`` turns into ``TrialPruned``. An exception, a NaN, a timeout (the actor is killed
@@ -22,6 +23,7 @@ import os
 import socket
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ import ray
 from harness.engines.base import Done, EngineError, Event, TrialTask, run_task
 
 DONE_GRACE_S = 2.0  # how long a result waits for reports still in flight before it is handed on
+TAIL = 64  # the last reports a trial's result carries back with it
 
 
 # -- Ray session -------------------------------------------------------------------------------
@@ -62,6 +65,35 @@ def check_address(address: str | None) -> None:
         if isinstance(exc, TimeoutError):
             why = "no answer within 3 s"
         raise EngineError(f"--ray-address {address}: no Ray cluster answers at {host}:{port} ({why})") from None
+    if not address.startswith("ray://"):
+        problem = _gcs_problem(f"{host}:{port}")
+        if problem:
+            raise EngineError(f"--ray-address {address}: {host}:{port} answers, but not as a Ray "
+                              f"cluster ({problem})")
+
+
+_GCS_PING = """
+import sys
+import ray._raylet as r
+r.GcsClient(address=sys.argv[1]).internal_kv_get(b"session_name", namespace=b"session", timeout=5)
+"""
+
+
+def _gcs_problem(address: str) -> str | None:
+    """Ask the Ray head's GCS for its session, in a subprocess (Ray's C++ client logs to stderr
+    and may retry for a long time): None when it answers, else the error's first line."""
+    import subprocess
+
+    try:
+        proc = subprocess.run([sys.executable, "-c", _GCS_PING, address], capture_output=True,
+                              text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "no answer within 20 s"
+    if proc.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln and not ln.startswith("[")]
+    return (errors or lines or ["the check failed"])[-1][:300]
 
 
 def _host_port(address: str, shown: str) -> tuple[str, int]:
@@ -72,25 +104,43 @@ def _host_port(address: str, shown: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def ensure_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
-    """Join ``address`` or start a local Ray; True when this call started or joined it (so the
-    caller shuts it down), False when a session was already running in this process."""
+def ensure_ray(address: str | None, slots: list[str]) -> bool:
+    """Join ``address`` or start a local Ray sized for ``slots``; True when this call started or
+    joined it (so the caller shuts it down), False when a session already runs in this process.
+
+    A local Ray gets one CPU per slot (at least the machine's count) and exactly the GPUs the
+    slots name (``--devices 1,3`` -> Ray's GPU ids are 1 and 3)."""
     if ray.is_initialized():
         return False
     logging.getLogger("ray").setLevel(logging.WARNING)
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                   logging_level=logging.WARNING)
+    gpus = sorted({s.split(":", 1)[1] for s in slots if s.startswith("cuda:")}, key=int)
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            # workers import what the driver imports: the same sys.path, as the local engine's
-            path = os.pathsep.join(p for p in sys.path if p and Path(p).is_dir())
-            ray.init(num_cpus=num_cpus, num_gpus=num_gpus,
+            if gpus:  # the raylet reads the GPUs it may hand out from here
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+            # workers import what the driver imports, as the local engine's do: the driver's
+            # own sys.path entries (its folder, PYTHONPATH), beyond Python's and the venv's
+            roots = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+            own = [str(Path(p or ".").resolve()) for p in sys.path
+                   if Path(p or ".").is_dir() and not roots & set(Path(p or ".").resolve().parents)]
+            extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            path = os.pathsep.join(dict.fromkeys([*own, *extra]))
+            ray.init(num_cpus=max(len(slots), os.cpu_count() or 1), num_gpus=len(gpus),
                      runtime_env={"env_vars": {"PYTHONPATH": path}}, **kwargs)
     except Exception as exc:  # ConnectionError, RuntimeError, auth failures, ...
         where = f"--ray-address {address}" if address else "a local Ray"
         raise EngineError(f"{where}: cannot start or join Ray: {str(exc).splitlines()[0][:300]}") from None
+    finally:
+        if gpus and not address:
+            if saved is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = saved
     return True
 
 
@@ -147,18 +197,21 @@ class Worker:
     def stop(self, number: int) -> None:
         self.stop_flag = number
 
-    def run(self, task: TrialTask) -> Done:
+    def run(self, task: TrialTask) -> tuple[int, list[tuple[int, Event]], Done]:
+        """One trial; returns (reports sent, the last reports, result). The driver hands the
+        result on once it has every report: the last ones ride along with the result, so it
+        need not wait for the mailbox to deliver them."""
         sent = 0
+        tail: deque[tuple[int, Event]] = deque(maxlen=TAIL)
 
         def send(event: Event) -> None:
             nonlocal sent
             sent += 1
-            self.mailbox.put.remote(("report", self.wid, task.number, event))
+            tail.append((sent, event))
+            self.mailbox.put.remote((self.wid, task.number, sent, event))  # fire-and-forget
 
         done = run_task(task, self.device, send, lambda n: self.stop_flag == n, time.perf_counter)
-        done = replace(done, device=self.label)
-        self.mailbox.put.remote(("done", self.wid, task.number, (sent, done)))
-        return done
+        return sent, list(tail), replace(done, device=self.label)
 
 
 RemoteWorker = ray.remote(Worker)
@@ -175,10 +228,9 @@ class _Slot:
     task: TrialTask | None = None
     run_ref: Any = None
     started: float = 0.0
-    reports: int = 0  # reports received for the current trial
+    seen: set[int] = field(default_factory=set)  # report indices handed on (current trial)
     done: tuple[int, Done] | None = None  # (reports sent, result) waiting for its reports
     done_at: float = 0.0
-    events: list[Event] = field(default_factory=list)
 
 
 class RayEngine:
@@ -200,14 +252,13 @@ class RayEngine:
         self._owns_ray = False
         self._objective = ""
         self._mailbox: Any = None
+        self._take: Any = None  # the outstanding long poll on the mailbox
         self._slots: list[_Slot] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, objective: str) -> None:
         t0 = time.perf_counter()
-        gpus = sorted({s for s in self.slots if s.startswith("cuda")})
-        self._owns_ray = ensure_ray(self.address, num_cpus=max(len(self.slots), os.cpu_count() or 1),
-                                    num_gpus=len(gpus) if gpus else None)
+        self._owns_ray = ensure_ray(self.address, self.slots)
         self.init_seconds = time.perf_counter() - t0
         self._objective = objective
         self._mailbox = Mailbox.options(name=None).remote()
@@ -272,6 +323,7 @@ class RayEngine:
             except Exception:
                 pass
             self._mailbox = None
+            self._take = None
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
             self._owns_ray = False
@@ -286,7 +338,8 @@ class RayEngine:
     def submit(self, task: TrialTask) -> str:
         for s in self._slots:
             if s.ready and s.task is None:
-                s.task, s.started, s.reports, s.done = task, time.perf_counter(), 0, None
+                s.task, s.started, s.done = task, time.perf_counter(), None
+                s.seen = set()
                 s.run_ref = s.actor.run.remote(task)
                 return s.label
         raise RuntimeError("submit() with no free slot")
@@ -297,54 +350,65 @@ class RayEngine:
                 s.actor.stop.remote(number)  # fire-and-forget
 
     def poll(self, timeout: float) -> list[Event]:
+        """Wait (up to ``timeout``) for a report batch or a trial's end, whichever comes first.
+
+        A result comes straight back as the ``run`` call's return value (one hop); reports come
+        through the mailbox, long-polled by one outstanding ``take`` call.
+        """
         events: list[Event] = []
-        waiting = any(s.done is not None for s in self._slots)
-        items = ray.get(self._mailbox.take.remote(min(timeout, 0.01) if waiting else timeout))
-        for kind, wid, number, payload in items:
-            s = self._slots[wid] if wid < len(self._slots) else None
-            if s is None or s.task is None or s.task.number != number:
-                continue  # late news of a trial already recorded (killed on timeout)
-            if kind == "report":
-                s.reports += 1
-                events.append(payload)
-            else:
-                s.done, s.done_at = payload, time.perf_counter()
+        if self._take is None:
+            self._take = self._mailbox.take.remote(1.0)
+        runs = {s.run_ref: s for s in self._slots if s.run_ref is not None and s.done is None}
+        refs = [self._take, *runs]
+        holding = any(s.done is not None for s in self._slots)  # a result waits for its reports
+        wait = min(timeout, 0.01) if holding else timeout
+        ray.wait(refs, num_returns=1, timeout=max(wait, 0.0))
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
         now = time.perf_counter()
+        if self._take in ready:
+            items = ray.get(self._take)
+            self._take = None
+            for wid, number, index, report in items:
+                s = self._slots[wid] if wid < len(self._slots) else None
+                if s is None or s.task is None or s.task.number != number or index in s.seen:
+                    continue  # late news of a trial already recorded, or already handed on
+                s.seen.add(index)
+                events.append(report)
+        for ref in ready & set(runs):
+            s = runs[ref]
+            assert s.task is not None
+            try:
+                sent, tail, done = ray.get(ref)
+                for index, report in tail:
+                    if index not in s.seen:
+                        s.seen.add(index)
+                        events.append(report)
+                s.done, s.done_at = (sent, done), now
+            except ray.exceptions.RayError as exc:  # the actor died with its trial
+                reason = f"worker died ({type(exc).__name__}: {_first_line(exc)})"
+                events.append(Done(s.task.number, "died", reason=reason[:500], seconds=now - s.started,
+                                   device=s.label))
+                self._replace(s)
         for s in self._slots:
-            if s.done is not None and (s.reports >= s.done[0] or now - s.done_at > DONE_GRACE_S):
+            if s.done is not None and (len(s.seen) >= s.done[0] or now - s.done_at > DONE_GRACE_S):
                 events.append(s.done[1])
                 s.task, s.run_ref, s.done = None, None, None
-        events.extend(self._reap())
+        events.extend(self._reap(now))
         self._check_ready()
         return events
 
-    def _reap(self) -> list[Event]:
-        """Dead actors and timed-out trials become failed trials; their actors are replaced."""
+    def _reap(self, now: float) -> list[Event]:
+        """Timed-out trials become failed trials (their actors are killed and replaced); an
+        actor that died while idle or starting is replaced."""
         out: list[Event] = []
-        now = time.perf_counter()
-        runs = [s.run_ref for s in self._slots if s.task is not None and s.done is None and s.run_ref is not None]
-        finished = set(ray.wait(runs, num_returns=len(runs), timeout=0)[0]) if runs else set()
         for s in self._slots:
             if s.task is None:
-                if not s.ready and s.ready_ref is None:  # died while idle or starting
+                if not s.ready and s.ready_ref is None:
                     self._spawn(s)
-                continue
-            if s.done is not None:
-                continue
-            elapsed = now - s.started
-            if s.run_ref in finished:
-                try:
-                    ray.get(s.run_ref)
-                    continue  # its result is on its way through the mailbox
-                except ray.exceptions.RayError as exc:
-                    reason = f"worker died ({type(exc).__name__}: {_first_line(exc)})"
-                out.append(Done(s.task.number, "died", reason=reason[:500], seconds=elapsed,
-                                steps=0, device=s.label))
-                self._replace(s)
-            elif s.task.timeout is not None and elapsed > s.task.timeout:
+            elif s.done is None and s.task.timeout is not None and now - s.started > s.task.timeout:
                 out.append(Done(s.task.number, "timeout",
                                 reason=f"timeout: trial exceeded {s.task.timeout:g} s",
-                                seconds=elapsed, device=s.label))
+                                seconds=now - s.started, device=s.label))
                 self._replace(s)
         return out
 

@@ -17,8 +17,9 @@ also computes the next suggestion while the workers are busy (one ahead, recompu
 tell), so a GP fit of 0.3 to 4 s does not leave a worker idle. ``report`` attaches the value at
 ``progression=step`` and asks ``should_stop_trial_early``; the answer reaches the trial at its
 next report (fire-and-forget), and a stopped trial is ``mark_trial_early_stopped`` (pruned).
-The client's state is written to ``ax.json`` in the sweep's state folder after every change
-(write to a temporary file, then ``os.replace``).
+The client's state is written to ``ax.json`` in the sweep's state folder after every change of
+a trial's state (asked, stopped, finished; intermediate data goes with the next one), atomically:
+write a temporary file, then ``os.replace``.
 
 This module imports Ax at module level; it is imported only for ``--tuner ax``.
 """
@@ -29,6 +30,7 @@ import logging
 import os
 import re
 import threading
+import time
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
@@ -37,12 +39,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from ax.api import Client
-from ax.api.configs import ChoiceParameterConfig, RangeParameterConfig
-from ax.api.utils.instantiation.from_config import parameter_from_config
-from ax.core.parameter import ChoiceParameter, FixedParameter, RangeParameter
-from ax.early_stopping.strategies import PercentileEarlyStoppingStrategy
-from ax.utils.common.logger import set_stderr_log_level
 
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
 from harness.tuners.base import (
@@ -55,6 +51,19 @@ from harness.tuners.base import (
     TunerOptions,
     sample_uniform,
 )
+
+_disabled = logging.root.manager.disable
+logging.disable(logging.INFO)  # Ax logs INFO lines on import: keep the CLI's stderr to errors
+try:
+    from ax.api import Client
+    from ax.api.configs import ChoiceParameterConfig, RangeParameterConfig
+    from ax.api.utils.instantiation.from_config import parameter_from_config
+    from ax.core.parameter import ChoiceParameter, FixedParameter, RangeParameter
+    from ax.early_stopping.strategies import PercentileEarlyStoppingStrategy
+    from ax.utils.common.logger import set_stderr_log_level
+finally:
+    logging.disable(_disabled)
+set_stderr_log_level(logging.ERROR)
 
 METHODS = ("fast", "quality", "random_search")
 STATE_FILE = "ax.json"
@@ -248,7 +257,7 @@ def early_stopping_strategy(min_curves: int = 4) -> PercentileEarlyStoppingStrat
 
 # -- the tuner ---------------------------------------------------------------------------------
 SPARE = "harness: computed ahead, never asked for"
-REQUEUE = "requeue_of_"  # arm name of an interrupted trial's second run
+REQUEUE = "harness_requeue_of"  # run metadata of an interrupted trial's second run
 
 
 class AxTuner:
@@ -257,6 +266,7 @@ class AxTuner:
 
     name = "ax"
     AHEAD = 1  # suggestions computed ahead of demand while the workers are busy
+    SAVE_EVERY_S = 2.0  # results are saved at least this often while more keep arriving
 
     def __init__(self, spec: SweepSpec, client: Client, translation: Translation, *,
                  state_path: Path | None, budget: int | None, seed: int,
@@ -341,6 +351,8 @@ class AxTuner:
 
     def report(self, number: int, step: int, value: float) -> bool:
         """Attach the value (on the thread); True once Ax has decided to stop the trial."""
+        if not self.early_stopping:
+            return False  # the fit uses final values only: no need to pay for the curve
         self._start()
         with self._cv:
             self._events.append(("data", number, int(step), float(value)))
@@ -353,11 +365,13 @@ class AxTuner:
             self._events.append(("tell", result))
             self._cv.notify_all()
 
-    def enqueue(self, params: dict[str, Any], arm_name: str | None = None) -> None:
+    def enqueue(self, params: dict[str, Any], requeue_of: int | None = None) -> None:
         """Evaluate ``params`` before Ax's own suggestions (attached as a trial of its own)."""
         if self._thread is not None:
             raise TunerError("enqueue() after the sweep started")
-        idx = self.client.attach_trial(self.tr.to_ax(params), arm_name=arm_name)
+        idx = self.client.attach_trial(self.tr.to_ax(params))
+        if requeue_of is not None:
+            self.client._experiment.trials[idx].update_run_metadata({REQUEUE: requeue_of})
         self._first.append(Suggestion(idx, self.spec.active_params(params)))
         self._generated += 1
         self._save()
@@ -370,7 +384,7 @@ class AxTuner:
         out = Restored()
         requeue: list[tuple[int, dict[str, Any]]] = []
         trials = self.client._experiment.trials
-        done = {t.arm.name for t in trials.values() if t.arm is not None}
+        done = {t.run_metadata.get(REQUEUE) for t in trials.values()}
         for idx, trial in sorted(trials.items()):
             if _is_spare(trial) or trial.arm is None:
                 continue
@@ -380,7 +394,7 @@ class AxTuner:
                 if status != "FAILED":
                     self.client.mark_trial_failed(idx, failed_reason=INTERRUPTED)
                 out.interrupted.append(TrialResult(idx, params, TrialState.FAILED, reason=INTERRUPTED))
-                if f"{REQUEUE}{idx}" not in done:
+                if idx not in done:
                     requeue.append((idx, params))
                 continue
             state = {"COMPLETED": TrialState.COMPLETE, "EARLY_STOPPED": TrialState.PRUNED}.get(
@@ -391,7 +405,7 @@ class AxTuner:
         self._generated = len(out.finished)
         self._completed_curves = sum(1 for r in out.finished if r.state is TrialState.COMPLETE)
         for idx, params in requeue:
-            self.enqueue(params, arm_name=f"{REQUEUE}{idx}")
+            self.enqueue(params, requeue_of=idx)
         self._save()
         return out
 
@@ -431,28 +445,45 @@ class AxTuner:
         return max(want, 0)
 
     def _loop(self) -> None:
+        """Results first (the next fit uses them), then generation. Suggestions are saved before
+        the sweep sees them (a trial that runs is always in ax.json); other changes are saved
+        once no result waits (they would delay the early-stopping decisions), at least every
+        ``SAVE_EVERY_S``."""
+        dirty_since: float | None = None
         try:
             while True:
                 with self._cv:
                     self._busy = False
                     self._cv.notify_all()
-                    self._cv.wait_for(lambda: self._closing or bool(self._events) or self._wanted() > 0)
+                    idle = lambda: self._closing or bool(self._events) or self._wanted() > 0  # noqa: E731
+                    if dirty_since is not None:  # a pending save: wait a moment for more results
+                        self._cv.wait_for(idle, timeout=0.05)
+                    else:
+                        self._cv.wait_for(idle)
                     events, self._events = self._events, []
                     closing = self._closing
                     self._busy = True
-                changed = self._apply(events)  # results first: the next fit uses them
+                    more = bool(self._events)
+                if self._apply(events) and dirty_since is None:
+                    dirty_since = time.monotonic()
                 with self._cv:
                     want = self._wanted()
+                    more = more or bool(self._events)
                 if want > 0:
-                    self._generate(want)
-                    changed = True
+                    got = self._generate(want)
+                    self._save()  # before the sweep can run them
+                    dirty_since = None
+                    self._publish(got)
                 if closing:
                     self._abandon_spares()
-                    changed = True
-                if changed:
                     self._save()
-                if closing:
                     break
+                if dirty_since is not None and (not more or time.monotonic() - dirty_since > self.SAVE_EVERY_S):
+                    with self._cv:
+                        more = bool(self._events)
+                    if not more or time.monotonic() - dirty_since > self.SAVE_EVERY_S:
+                        self._save()
+                        dirty_since = None
         except Exception as exc:  # reported to the sweep loop by the next ask
             log.exception("Ax thread failed")
             with self._cv:
@@ -463,25 +494,40 @@ class AxTuner:
                 self._cv.notify_all()
 
     def _apply(self, events: list[tuple[Any, ...]]) -> bool:
+        """Attach data, record outcomes, decide early stops. True when a trial's state changed
+        (a save costs about 0.5 s: intermediate data alone waits for the next state change,
+        which saves it too; a trial running at a crash is run again anyway)."""
         fresh: set[int] = set()  # trials with new data in this batch
-        for ev in events:
+        changed = False
+        points: dict[int, list[tuple[int, dict[str, float]]]] = {}
+        for ev in events:  # a trial's reports in one batch are attached together
             if ev[0] == "data":
                 _, number, step, value = ev
-                if self._status(number) != "RUNNING":
+                points.setdefault(number, []).append((step, {self.metric: value}))
+        for ev in events:
+            if ev[0] == "data":
+                number = ev[1]
+                batch = points.pop(number, None)
+                if not batch or self._status(number) != "RUNNING":
                     continue
-                self.client.attach_data(number, {self.metric: value}, progression=step)
+                if len(batch) == 1:
+                    self.client.attach_data(number, batch[0][1], progression=batch[0][0])
+                else:  # what attach_data does, for several progressions at once (~30 ms a call)
+                    self.client._experiment.trials[number].update_trial_data(raw_data=batch)
                 self._with_data.add(number)
                 fresh.add(number)
             else:
                 self._finish(ev[1])
                 fresh.discard(ev[1].number)
+                changed = True
         if self.early_stopping and self._completed_curves >= self.min_curves:
             for number in sorted(fresh):  # one check per trial and batch: each costs ~0.1 s
                 self.stop_checks += 1
                 if self.client.should_stop_trial_early(number):
                     with self._cv:
                         self._stop.add(number)
-        return bool(events)
+                    changed = True
+        return changed
 
     def _finish(self, r: TrialResult) -> None:
         if self._status(r.number) not in ("RUNNING", "CANDIDATE", "STAGED"):
@@ -498,7 +544,7 @@ class AxTuner:
         else:
             self.client.mark_trial_failed(r.number, failed_reason=(r.reason or "failed")[:500])
 
-    def _generate(self, n: int) -> None:
+    def _generate(self, n: int) -> list[Suggestion]:
         try:
             trials = self.client.get_next_trials(max_trials=n)
         except Exception as exc:  # a model that cannot be fit must not stop the sweep
@@ -511,6 +557,9 @@ class AxTuner:
             idx = self.client.attach_trial(self.tr.to_ax(params))
             got.append(Suggestion(idx, params))
             self.fallbacks += 1
+        return got
+
+    def _publish(self, got: list[Suggestion]) -> None:
         with self._cv:
             self._ready.extend(got)
             self._generated += len(got)

@@ -124,6 +124,7 @@ class RunRequest:
     trial_timeout: float | None = None
     artifact_root: Path | None = None
     address: str | None = None  # a Ray cluster to join (None: start one here)
+    budget_steps: int | None = None  # stop proposing once finished trials used this many steps
 
 
 @runtime_checkable

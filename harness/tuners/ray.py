@@ -446,21 +446,27 @@ def _error_line(trial: Any) -> str:
     return lines[-1][:300] if lines else "the trial's process ended without a result"
 
 
-class _TimedVariantGenerator(BasicVariantGenerator):
-    """Tune's random search, which stops proposing once the sweep's ``--timeout`` has passed
-    (running trials finish, as with the other tuners)."""
+class _BudgetedVariantGenerator(BasicVariantGenerator):
+    """Tune's random search, which stops proposing once the sweep's ``--timeout`` has passed or
+    its step budget is used (running trials finish, as with the other tuners)."""
 
     def __init__(self, *args: Any, deadline: float | None, stats: SweepStats, timeout: float | None,
-                 **kwargs: Any) -> None:
+                 budget_steps: int | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline = deadline
         self._stats = stats
         self._timeout = timeout
+        self._budget_steps = budget_steps
 
     def next_trial(self) -> Any:
+        why = None
         if self._deadline is not None and time.monotonic() > self._deadline:
+            why = f"timeout after {self._timeout:g} s"
+        elif self._budget_steps is not None and self._stats.cum_steps >= self._budget_steps:
+            why = f"step budget of {self._budget_steps} training steps used"
+        if why is not None:
             if not self._stats.stopped_early:
-                self._stats.stopped_early = f"timeout after {self._timeout:g} s"
+                self._stats.stopped_early = why
             self.set_finished()
             return None
         return super().next_trial()
@@ -505,10 +511,11 @@ class RayTuneTuner:
             os.environ.setdefault(var, value)
         t0 = time.perf_counter()
         gpus = sorted({s for s in request.slots if s.startswith("cuda")})
-        self._owns_ray = ensure_ray(request.address, num_cpus=max(len(request.slots), os.cpu_count() or 1),
-                                    num_gpus=len(gpus) if gpus else None)
+        self._owns_ray = ensure_ray(request.address, request.slots)
         for name in ("ray.tune", "ray.train", "ray.air"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # a failed trial is recorded (reason, traceback) by our callback: not logged twice
+        logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
         spec = self.spec
         stats = SweepStats(budget=request.budget)
         callback = HarnessCallback(spec, request, tracker, stats, on_update, self.scheduler)
@@ -526,9 +533,9 @@ class RayTuneTuner:
             resources,
         )
         deadline = time.monotonic() + request.timeout if request.timeout else None
-        search = _TimedVariantGenerator(
+        search = _BudgetedVariantGenerator(
             points_to_evaluate=self._points or None, random_state=request.seed,
-            deadline=deadline, stats=stats, timeout=request.timeout,
+            deadline=deadline, stats=stats, timeout=request.timeout, budget_steps=request.budget_steps,
         )
         state_dir = self.options.state_dir
         storage = (state_dir / "ray").resolve() if state_dir is not None else Path(tempfile.mkdtemp(prefix="harness-ray-"))

@@ -31,6 +31,18 @@ CASES = {
     "bad-devices": (GOOD, ["sweep", "--devices", "gpu0"], "--devices gpu0"),
     "trials-zero": (GOOD, ["sweep", "--trials", "0"], "--trials must be >= 1"),
     "not-an-int": (GOOD, ["sweep", "--trials", "many"], "Invalid value for '--trials'"),
+    # backends: Ax, Ray Tune, the Ray engine
+    "scheduler-without-ray": (GOOD, ["sweep", "--scheduler", "asha"], "--scheduler asha: only --tuner ray takes a scheduler"),
+    "ray-tuner-local-engine": (GOOD, ["sweep", "--tuner", "ray", "--engine", "local"], "--tuner ray --engine local: Ray Tune runs its own trials"),
+    "ray-address-dead": (GOOD, ["sweep", "--engine", "ray", "--ray-address", "127.0.0.1:1"], "--ray-address 127.0.0.1:1: no Ray cluster answers"),
+    "ray-address-without-ray": (GOOD, ["sweep", "--ray-address", "127.0.0.1:1"], "--ray-address 127.0.0.1:1: needs --engine ray"),
+    "ax-pruner": (GOOD, ["sweep", "--tuner", "ax", "--pruner", "median"], "--pruner median: only the optuna tuner takes a pruner"),
+    "ax-method-not-ax": (GOOD, ["sweep", "--ax-method", "fast"], "--ax-method fast: only --tuner ax takes a method"),
+    "ax-unsupported-space": (
+        "objective: branin\nmetric: {name: value}\nfixed: {x2: 1.0}\nparams:\n"
+        "  a: {type: choice, values: [p, q]}\n  b: {type: choice, values: [r, s]}\n"
+        "  x1: {type: float, low: -5.0, high: 10.0, when: {a: p, b: r}}\n",
+        ["sweep", "--tuner", "ax"], "params.x1.when names 2 parents (a, b)"),
 }
 
 

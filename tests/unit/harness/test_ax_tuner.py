@@ -1,0 +1,149 @@
+"""The Ax backend on real Ax: translation (faithful or refused), BO computed ahead while the
+workers are busy, early stopping, and the JSON state (saved atomically, read back on resume)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.spec import parse_spec
+from harness.tuners.base import TrialResult, TrialState, TunerError, TunerOptions
+
+ax_backend = pytest.importorskip("harness.tuners.ax")
+
+
+def spec_of(params: dict, **kw: object):
+    return parse_spec({"objective": "x:y", "metric": {"name": kw.get("metric", "val/loss")}, "params": params})
+
+
+RICH = spec_of({
+    "method": {"type": "choice", "values": ["m", "s", "bp"]},
+    "gamma": {"type": "float", "low": 1.0, "high": 100.0, "log": True, "when": {"method": ["m", "s"]}},
+    "K": {"type": "int", "low": 1, "high": 10, "when": {"method": ["m", "s"]}},
+    "inner": {"type": "choice", "values": [1, 2], "when": {"method": "s"}},
+    "deep": {"type": "int", "low": 3, "high": 3, "when": {"inner": 2}},
+    "flag": {"type": "choice", "values": [True, False]},
+    "h": {"type": "int", "low": 16, "high": 512, "log": True},
+})
+
+
+def test_translation_keeps_every_domain_and_the_tree():
+    dom = ax_backend.domains(RICH)
+    assert dom["gamma"] == ("float", 1.0, 100.0, True)
+    assert dom["K"] == ("int", 1, 10, False)
+    assert dom["h"] == ("int", 16, 512, True)
+    assert dom["deep"] == ("int", 3, 3, False)  # low == high: Ax's fixed parameter
+    assert dom["method"] == ("choice", ["bp", "m", "s"])
+    assert dom["flag"] == ("choice", [False, True])
+    tr = ax_backend.translate(RICH)
+    names = {p.ax_name: p.spec_name for p in tr.params}
+    # a child active for two values of its parent gets one copy per value (Ax's space is a tree)
+    assert sorted(k for k, v in names.items() if v == "gamma") == ["gamma__method_0", "gamma__method_1"]
+    assert sorted(k for k, v in names.items() if v == "deep") == ["deep"]
+    cfg = {p.ax_name: p.config for p in tr.params}
+    assert cfg["method"].dependent_parameters == {"m": ["gamma__method_0", "K__method_0"],
+                                                  "s": ["gamma__method_1", "K__method_1", "inner"]}
+    # round trip: spec params -> Ax names -> spec params
+    for params in ({"method": "bp", "flag": True, "h": 32},
+                   {"method": "s", "gamma": 3.0, "K": 2, "inner": 2, "deep": 3, "flag": False, "h": 64},
+                   {"method": "m", "gamma": 50.0, "K": 9, "flag": True, "h": 512}):
+        ax_params = tr.to_ax(params)
+        assert tr.to_spec(ax_params, RICH) == params
+    ax_params = tr.to_ax({"method": "s", "gamma": 3.0, "K": 2, "inner": 1, "flag": False, "h": 64})
+    assert set(ax_params) == {"method", "gamma__method_1", "K__method_1", "inner", "flag", "h"}
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"a": {"type": "choice", "values": ["x", "y"]}, "b": {"type": "choice", "values": [1, 2]},
+      "c": {"type": "float", "low": 0.0, "high": 1.0, "when": {"a": "x", "b": 1}}},
+     "names 2 parents (a, b)"),
+    ({"a": {"type": "choice", "values": [1, "two"]}}, "of one type"),
+])
+def test_spaces_ax_cannot_express_are_refused(params, fragment):
+    spec = spec_of(params)
+    with pytest.raises(TunerError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        ax_backend.check_space(spec)
+
+
+SMALL = spec_of({"x": {"type": "float", "low": 0.0, "high": 1.0}}, metric="value")
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(TunerError, match="--ax-method best: unknown method"):
+        ax_backend.AxTuner.from_spec(SMALL, TunerOptions(extra={"ax_method": "best"}))
+
+
+def test_bo_is_computed_ahead_and_state_is_saved(tmp_path: Path):
+    """Center and Sobol trials, then BO (trials 4 and 5). After each tell the next suggestion is
+    computed on the tuner's thread while the workers train, so ask() returns at once."""
+    opts = TunerOptions(seed=0, state_dir=tmp_path, extra={"budget": 6, "ax_init_trials": 3})
+    tuner = ax_backend.AxTuner.from_spec(SMALL, opts)
+    waits: list[float] = []
+    numbers: list[int] = []
+    try:
+        for i in range(6):
+            t0 = time.perf_counter()
+            (s,) = tuner.ask(1)
+            waits.append(time.perf_counter() - t0)
+            numbers.append(s.number)
+            assert 0.0 <= s.params["x"] <= 1.0
+            for step in (1, 2):
+                tuner.report(s.number, step, (s.params["x"] - 0.3) ** 2 + 1.0 / step)
+            tuner.tell(TrialResult(s.number, s.params, TrialState.COMPLETE,
+                                   value=(s.params["x"] - 0.3) ** 2, steps=2))
+            if i >= 2:  # 'training' of the next trial: the fit runs meanwhile
+                tuner.wait_idle()
+        assert tuner.ask(1) == []  # the budget is spent: no spare trial is generated
+    finally:
+        tuner.close()
+    assert numbers == list(range(6))
+    nodes = [t.generator_runs[0]._generation_node_name for t in tuner.client._experiment.trials.values()]
+    assert nodes == ["CenterOfSearchSpace", "Sobol", "Sobol", "Sobol", "MBM", "MBM"], nodes
+    assert max(waits[3:]) < 0.1, waits  # computed ahead: no worker waits for the fit
+    saved = json.loads((tmp_path / "ax.json").read_text())
+    assert len(saved["experiment"]["trials"]) == 6
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_early_stopping_prunes_a_bad_curve_and_restore_reads_everything_back(tmp_path: Path):
+    opts = TunerOptions(seed=1, state_dir=tmp_path,
+                        extra={"budget": 8, "ax_method": "random_search", "ax_min_curves": 3})
+    tuner = ax_backend.AxTuner.from_spec(SMALL, opts)
+    try:
+        for _ in range(4):  # four good complete curves
+            (s,) = tuner.ask(1)
+            for step in range(1, 11):
+                tuner.report(s.number, step, 0.1 + 1.0 / step)
+            tuner.tell(TrialResult(s.number, s.params, TrialState.COMPLETE, value=0.1, steps=10))
+        (bad,) = tuner.ask(1)
+        stopped_at = None
+        for step in range(1, 11):
+            if tuner.report(bad.number, step, 5.0 + 1.0 / step):
+                stopped_at = step
+                break
+            tuner.wait_idle()  # a slow trainer: the decision arrives before its next report
+        assert stopped_at is not None and stopped_at < 10
+        tuner.tell(TrialResult(bad.number, bad.params, TrialState.PRUNED, value=5.2, steps=stopped_at))
+        (running,) = tuner.ask(1)  # 'running' when the driver dies
+        (failing,) = tuner.ask(1)
+        tuner.tell(TrialResult(failing.number, failing.params, TrialState.FAILED, reason="ValueError: x"))
+        tuner.wait_idle()
+    finally:
+        tuner.close()
+    status = {i: t.status.name for i, t in tuner.client._experiment.trials.items()}
+    assert status[bad.number] == "EARLY_STOPPED" and status[failing.number] == "FAILED"
+    # a new driver reads ax.json back: the running trial is interrupted and queued once more
+    again = ax_backend.AxTuner.from_spec(SMALL, opts)
+    restored = again.restore()
+    try:
+        states = {r.number: r.state.value for r in restored.finished}
+        assert states == {0: "complete", 1: "complete", 2: "complete", 3: "complete",
+                          bad.number: "pruned", failing.number: "failed"}
+        assert [r.number for r in restored.interrupted] == [running.number]
+        (rerun,) = again.ask(1)
+        assert rerun.params == running.params and rerun.number not in status
+    finally:
+        again.close()
