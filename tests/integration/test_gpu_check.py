@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.conftest import ROOT, harness_env
 
 
+@pytest.mark.slow  # about 80 s: three sweeps; make test-slow
 def test_gpu_check_cpu_path():
     proc = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--spaces", "locoprop-quick", "--trials", "2", "--ks", "1,2"],

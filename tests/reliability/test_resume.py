@@ -83,7 +83,7 @@ def check_consistent(tmp_path: Path, uri: str, tuner: str, name: str, budget: in
     assert parents[0].data.metrics["trials_finished"] >= 1
 
 
-@pytest.mark.parametrize("tuner", ["optuna", "random"])
+@pytest.mark.parametrize("tuner", ["optuna", pytest.param("random", marks=pytest.mark.slow)])
 def test_sigkill_the_driver_five_times(tmp_path, write_space, tuner):
     space = write_space(SPACE)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
