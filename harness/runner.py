@@ -299,7 +299,7 @@ def launch(
         spec=spec, tuner=tuner, engine=engine, tracker=tracker, objective=spec.objective,
         budget=p.trials, seed=options.seed, timeout=options.timeout or spec.budget.timeout,
         trial_timeout=options.trial_timeout or spec.budget.trial_timeout,
-        artifact_root=p.state_dir / "artifacts", on_update=on_update, restored=restored,
+        artifact_root=(p.state_dir / "artifacts").resolve(), on_update=on_update, restored=restored,
         budget_steps=options.budget_steps,
     )
     status = "FAILED"

@@ -7,6 +7,7 @@ they run and one :class:`Done` each when they end. Prune decisions are fire-and-
 
 from __future__ import annotations
 
+import os
 import traceback as tb
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -125,6 +126,8 @@ def run_task(
 
     _reset_gpu_memory()
     try:
+        if task.artifact_dir:  # on another machine of a cluster the driver's folder is not there
+            os.makedirs(task.artifact_dir, exist_ok=True)
         fn = load_objective(task.objective)
         out = fn(task.config, device=device, seed=task.seed, report=report,
                  artifact_dir=task.artifact_dir)
