@@ -109,7 +109,7 @@ def test_sigkill_the_driver_five_times(tmp_path, write_space, tuner):
 
 
 def test_ctrl_c_then_resume(tmp_path, write_space):
-    space = write_space(SPACE.replace("pause: 0.1", "pause: 0.4").replace("trials: 30", "trials: 10"))
+    space = write_space(SPACE.replace("steps: 3, pause: 0.1", "steps: 6, pause: 0.2").replace("trials: 30", "trials: 10"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     proc = start(tmp_path, "sweep", str(space), "--tuner", "optuna", "--workers", "2", "--devices", "cpu",
                  "--tracking-uri", uri, "--name", "ctrlc")
@@ -135,7 +135,9 @@ def test_ctrl_c_then_resume(tmp_path, write_space):
         assert by_number[t.number].data.tags["harness.state"] == "complete"
     for t in interrupted:
         assert by_number[t.number].data.tags["harness.reason"] == "interrupted"
-        assert int(max(t.intermediate_values, default=0)) < 3  # stopped before its budget
+    # they stopped at their next report, not at the end of their budget (a trial may already have
+    # sent its last report when Ctrl-C came: then it stops there, so ask it of one of them)
+    assert min(max(t.intermediate_values, default=0) for t in interrupted) < 6
     state_json = json.loads((tmp_path / ".harness" / "sweeps" / "ctrlc" / "state.json").read_text())
     assert state_json["status"] == "interrupted"
 
