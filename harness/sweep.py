@@ -16,7 +16,7 @@ from typing import Any
 from harness.engines.base import Done, Engine, Report, TrialTask
 from harness.spec import SweepSpec
 from harness.tracking import Tracker
-from harness.tuners.base import INTERRUPTED, Restored, TrialResult, TrialState, Tuner
+from harness.tuners.base import INTERRUPTED, Restored, Suggestion, TrialResult, TrialState, Tuner
 
 
 def trial_seed(sweep_seed: int, number: int) -> int:
@@ -92,6 +92,7 @@ class SweepLoop:
     clock: Callable[[], float] = time.perf_counter
     restored: Restored | None = None
     budget_steps: int | None = None  # stop dispatching once finished trials used this many steps
+    prefetch: bool = True  # ask for the next trial while every worker is busy
     stop_reason: str | None = None  # set (e.g. by a SIGINT handler) to stop dispatching
     stats: SweepStats | None = None  # the running statistics, once run() has started
 
@@ -102,21 +103,25 @@ class SweepLoop:
         tasks: dict[int, TrialTask] = {}
         last_value: dict[int, float] = {}
         interrupted: set[int] = set()
+        ready: list[Suggestion] = []  # asked ahead while every worker was busy
         asked = stats.finished
         start = self.clock()
         exhausted = False
         try:
-            self._loop(stats, tasks, last_value, interrupted, asked, start, exhausted)
+            self._loop(stats, tasks, last_value, interrupted, ready, asked, start, exhausted)
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still record what ran
             stats.stopped_early = INTERRUPTED
-            for number, task in list(tasks.items()):
-                done = Done(number, "error", reason=INTERRUPTED, device="?")
+            pending = [*tasks.values(), *(self._task(s) for s in ready)]
+            for task in pending:
+                done = Done(task.number, "error", reason=INTERRUPTED, device="?")
                 self._record(finish(done, task, self.spec, None), stats, start)
             tasks.clear()
+            ready.clear()
         return stats
 
     def _loop(self, stats: SweepStats, tasks: dict[int, TrialTask], last_value: dict[int, float],
-              interrupted: set[int], asked: int, start: float, exhausted: bool) -> None:
+              interrupted: set[int], ready: list[Suggestion], asked: int, start: float,
+              exhausted: bool) -> None:
         while True:
             if self.stop_reason and not stats.stopped_early:
                 stats.stopped_early = self.stop_reason
@@ -128,25 +133,32 @@ class SweepLoop:
             if self.budget_steps is not None and stats.cum_steps >= self.budget_steps and not stats.stopped_early:
                 stats.stopped_early = f"step budget of {self.budget_steps} training steps used"
             free = self.engine.free_slots()
+            if stats.stopped_early and ready:  # asked ahead but never run: not part of the budget
+                for s in ready:
+                    task = self._task(s)
+                    self._record(finish(Done(s.number, "error", reason=INTERRUPTED, device="?"), task,
+                                        self.spec, None), stats, start)
+                ready.clear()
+            while free and ready and not stats.stopped_early:
+                self._dispatch(ready.pop(0), tasks, stats)
+                free -= 1
             want = min(free, self.budget - asked)
             if want > 0 and not exhausted and not stats.stopped_early:
                 suggestions = self.tuner.ask(want)
                 exhausted = not suggestions
                 for s in suggestions:
-                    task = TrialTask(
-                        number=s.number, objective=self.objective, params=s.params,
-                        config=self.spec.config(s.params),
-                        seed=s.seed if s.seed is not None else trial_seed(self.seed, s.number),
-                        timeout=self.trial_timeout, artifact_dir=self._artifact_dir(s.number),
-                    )
-                    device = self.engine.submit(task)
-                    tasks[s.number] = task
+                    self._dispatch(s, tasks, stats)
                     asked += 1
-                    if stats.first_dispatch is None:
-                        stats.first_dispatch = self.clock()
-                    self.tracker.trial_started(s.number, s.params, task.seed, device)
+            elif free == 0 and tasks and not ready and not exhausted and not stats.stopped_early \
+                    and asked < self.budget and self.prefetch:
+                # every worker is busy: compute the next suggestion now, so a worker that frees
+                # up starts at once instead of waiting for the tuner
+                suggestions = self.tuner.ask(1)
+                exhausted = not suggestions
+                ready.extend(suggestions)
+                asked += len(suggestions)
             stats.running = len(tasks)
-            if not tasks and (asked >= self.budget or exhausted or stats.stopped_early):
+            if not tasks and not ready and (asked >= self.budget or exhausted or stats.stopped_early):
                 break
             for event in self.engine.poll(0.05):
                 if isinstance(event, Report):
@@ -161,6 +173,22 @@ class SweepLoop:
             stats.running = len(tasks)
             if self.on_update is not None:
                 self.on_update(stats)
+
+    def _task(self, s: Suggestion) -> TrialTask:
+        return TrialTask(
+            number=s.number, objective=self.objective, params=s.params,
+            config=self.spec.config(s.params),
+            seed=s.seed if s.seed is not None else trial_seed(self.seed, s.number),
+            timeout=self.trial_timeout, artifact_dir=self._artifact_dir(s.number),
+        )
+
+    def _dispatch(self, s: Suggestion, tasks: dict[int, TrialTask], stats: SweepStats) -> None:
+        task = self._task(s)
+        device = self.engine.submit(task)
+        tasks[s.number] = task
+        if stats.first_dispatch is None:
+            stats.first_dispatch = self.clock()
+        self.tracker.trial_started(s.number, s.params, task.seed, device)
 
     def _on_report(self, event: Report, last_value: dict[int, float]) -> None:
         self.tracker.trial_report(event.number, event.step, event.metrics)
