@@ -12,6 +12,7 @@ Objectives are registered by name in the entry-point group ``harness.objectives`
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from collections.abc import Callable, Mapping
@@ -91,6 +92,7 @@ BUILTIN = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def registered_objectives() -> dict[str, str]:
     """Names in the ``harness.objectives`` entry-point group -> their ``module:attr``."""
     return {**BUILTIN, **{ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}}

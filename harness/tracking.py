@@ -333,10 +333,25 @@ class MLflowTracker:
     def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str) -> None:
         params = dict(params)
         start = _ms()
+        attempts = 0
 
         def op() -> None:
             from mlflow.entities import Param
 
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # a retry: the store may have made the run before the reply was lost
+                found = self.client.search_runs(
+                    [self.experiment_id], max_results=1,
+                    filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`harness.trial` = '{number}'",
+                )
+                if found:
+                    self._runs[number] = found[0].info.run_id
+                    self._last_flush[number] = time.monotonic()
+                    if params:
+                        self.client.log_batch(found[0].info.run_id,
+                                              params=[Param(k, _str(v)) for k, v in params.items()])
+                    return
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=f"trial-{number}",
