@@ -74,3 +74,31 @@ def contract(config: Mapping[str, Any], *, device: str = "cpu", seed: int = 0,
         if report is not None:
             report(step, {"value": value + 2.0 * (steps - step) / steps, "lr_seen": float(config.get("lr", 0.0))})
     return {"value": value, "steps_done": float(steps)}
+
+
+def resumable(config: Mapping[str, Any], *, device: str = "cpu", seed: int = 0,
+              report: Report = None, artifact_dir: str | None = None) -> dict[str, float]:
+    """A trainer that checkpoints (``artifact_dir/checkpoint.pt``, as ``TrialContext.save``
+    writes it) after every step and resumes from it: what PBT and HyperBand need. The 'weight'
+    moves toward x at a rate set by ``lr``; the value is its distance to 0.3."""
+    import pickle
+
+    path = os.path.join(artifact_dir, "checkpoint.pt") if artifact_dir else None
+    state = {"step": 0, "w": 0.0}
+    if path and os.path.exists(path):
+        with open(path, "rb") as f:
+            state = pickle.load(f)
+    steps = int(config.get("steps", 10))
+    value = abs(state["w"] - 0.3)
+    for step in range(state["step"] + 1, steps + 1):
+        time.sleep(float(config.get("pause", 0.05)))
+        state["w"] += float(config["lr"]) * (float(config["x"]) - state["w"])
+        state["step"] = step
+        value = abs(state["w"] - 0.3)
+        if path:
+            with open(path + ".tmp", "wb") as f:
+                pickle.dump(state, f)
+            os.replace(path + ".tmp", path)
+        if report is not None:
+            report(step, {"value": value})
+    return {"value": value}

@@ -32,8 +32,9 @@ import tempfile
 import threading
 import time
 import traceback as tb
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -188,13 +189,16 @@ def run_trial(config: dict[str, Any], *, spec: SweepSpec, objective: str, sweep_
     ckpt_mtime = [_mtime(art / "checkpoint.pt")]
     last_step = 0
     keys: list[str] = []
+    run_id = uuid.uuid4().hex[:12]  # this run of the trial (HyperBand and PBT restart trials)
+    t0 = time.perf_counter()
 
     def report(step: int, metrics: Mapping[str, float]) -> None:
         nonlocal last_step
         last_step = int(step)
         res: dict[str, Any] = {k: float(v) for k, v in metrics.items()}
         keys[:] = list(res)
-        res.update(step=last_step, harness_keys=",".join(keys), harness_device=label)
+        res.update(step=last_step, harness_keys=",".join(keys), harness_device=label,
+                   harness_run=run_id, harness_run_s=time.perf_counter() - t0)
         tune.report(res, checkpoint=_new_checkpoint(art, ckpt_mtime))  # may end the trial (SystemExit)
 
     watchdog = None
@@ -203,7 +207,6 @@ def run_trial(config: dict[str, Any], *, spec: SweepSpec, objective: str, sweep_
         watchdog.daemon = True
         watchdog.start()
     final: dict[str, Any] = {}
-    t0 = time.perf_counter()
     try:
         fn = load_objective(objective)
         t0 = time.perf_counter()  # the trial's own time; a first import is start-up, not work
@@ -218,7 +221,7 @@ def run_trial(config: dict[str, Any], *, spec: SweepSpec, objective: str, sweep_
         if watchdog is not None:
             watchdog.cancel()
     final.update(step=last_step, harness_status=status, harness_reason=reason, harness_traceback=trace,
-                 harness_seconds=time.perf_counter() - t0, harness_device=label,
+                 harness_run=run_id, harness_run_s=time.perf_counter() - t0, harness_device=label,
                  harness_keys=",".join(final) if status == "ok" else "")
     tune.report(final)
 
@@ -264,6 +267,10 @@ class _Live:
     last_step: int = 0
     final: dict[str, Any] | None = None
     params_logged: dict[str, Any] | None = None
+    runs: dict[str, float] = field(default_factory=dict)  # seconds of each run of the trial
+
+    def seconds(self, fallback: float) -> float:
+        return sum(self.runs.values()) if self.runs else fallback
 
 
 class HarnessCallback(tune.Callback):
@@ -318,13 +325,15 @@ class HarnessCallback(tune.Callback):
         live = self.live.get(self._number(trial))
         if live is None:
             return
+        if "harness_run" in result:
+            live.runs[str(result["harness_run"])] = float(result.get("harness_run_s", 0.0))
         if "harness_status" in result:
             live.final = dict(result)
             return
         keys = [k for k in str(result.get("harness_keys", "")).split(",") if k]
         metrics = {k: float(result[k]) for k in keys if k in result}
         step = int(result.get("step", 0))
-        live.last_step = step
+        live.last_step = max(live.last_step, step)  # a restarted trial may report a step again
         self.tracker.trial_report(live.task.number, step, metrics)
         value = metrics.get(self.spec.metric.name)
         if value is not None and np.isfinite(value):
@@ -360,14 +369,14 @@ class HarnessCallback(tune.Callback):
         if f is None:  # the scheduler stopped it before the trainer returned
             device = str(trial.last_result.get("harness_device", "cpu")) if trial.last_result else "cpu"
             done = Done(number, "pruned", reason=f"stopped by the {self.scheduler} scheduler at step {live.last_step}",
-                        steps=live.last_step, seconds=elapsed, device=device)
+                        steps=live.last_step, seconds=live.seconds(elapsed), device=device)
         else:
             keys = [k for k in str(f.get("harness_keys", "")).split(",") if k]
             done = Done(
                 number, "ok" if f["harness_status"] == "ok" else "error",
                 metrics={k: float(f[k]) for k in keys if k in f},
                 reason=f.get("harness_reason") or None, traceback=f.get("harness_traceback") or None,
-                steps=int(f.get("step", live.last_step)), seconds=float(f.get("harness_seconds", elapsed)),
+                steps=max(int(f.get("step", 0)), live.last_step), seconds=live.seconds(elapsed),
                 device=str(f.get("harness_device", "cpu")),
             )
         self._finish(done, live)
@@ -384,7 +393,7 @@ class HarnessCallback(tune.Callback):
                         steps=live.last_step, seconds=elapsed)
         else:
             done = Done(number, "died", reason=f"worker died ({_error_line(trial)})",
-                        steps=live.last_step, seconds=elapsed)
+                        steps=live.last_step, seconds=live.seconds(elapsed))
         self._finish(done, live)
 
     def _finish(self, done: Done, live: _Live) -> None:
@@ -552,7 +561,6 @@ class RayTuneTuner:
             run_config=tune.RunConfig(
                 name="tune", storage_path=str(storage), callbacks=[callback], verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             ),
         )
         self.startup_seconds = time.perf_counter() - t0

@@ -287,3 +287,31 @@ def test_ray_address_check_accepts_a_live_cluster(ray_session: Any) -> None:
     from harness.engines.ray import check_address
 
     check_address(ray_session.get_runtime_context().gcs_address)  # no error
+
+
+PBT_SPACE = """
+objective: tests.objectives:resumable
+metric: {name: value, goal: minimize}
+fixed: {steps: 12, pause: 0.05}
+params:
+  x:  {type: float, low: 0.0, high: 1.0}
+  lr: {type: float, low: 0.01, high: 0.5, log: true}
+budget: {trials: 6}
+"""
+
+
+def test_pbt_moves_checkpoints_and_logs_the_new_hyperparameters(tmp_path: Path, ray_session: Any) -> None:
+    """PBT restarts a trial from a better one's checkpoint (the trainer's checkpoint.pt) with
+    mutated hyperparameters; MLflow params cannot change, so they are logged as pbt.* metrics."""
+    space = tmp_path / "pbt.yaml"
+    space.write_text(PBT_SPACE)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    summary = launch(SweepOptions(space=str(space), tuner="ray", workers=2, devices="cpu", tracking_uri=uri,
+                                  name="pbt", seed=1, state_root=tmp_path / "sweeps",
+                                  tuner_options={"scheduler": "pbt"}))
+    assert summary.stats.finished == 6 and summary.stats.failed == 0
+    _, children, _ = runs_of(uri, summary)
+    assert len(children) == 6
+    assert all(c.data.metrics["steps"] == 12 for c in children if c.data.tags["harness.state"] == "complete")
+    mutated = [c for c in children if any(k.startswith("pbt.") for k in c.data.metrics)]
+    assert mutated, "PBT exploited no trial"
