@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue
 import subprocess
 import time
 from dataclasses import dataclass
@@ -92,10 +91,10 @@ def _worker_main(
         pass  # the trial will fail with the import error and its traceback
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
-    results.put(("ready", wid))
+    results.send(("ready", wid))
 
     def send(event: Event) -> None:
-        results.put(("event", wid, event))
+        results.send(("event", wid, event))
 
     while True:
         task = tasks.get()
@@ -103,7 +102,7 @@ def _worker_main(
             return
         done = run_task(task, device, send, lambda n: stop_flag.value == n, time.perf_counter)
         # the tag says which physical device ran it, not the worker's remapped view
-        results.put(("event", wid, Done(**{**done.__dict__, "device": slot})))
+        results.send(("event", wid, Done(**{**done.__dict__, "device": slot})))
 
 
 def _die_with_parent() -> None:
@@ -128,6 +127,7 @@ class _Worker:
     task: TrialTask | None = None
     started: float = 0.0
     ready: bool = False
+    reader: Any = None  # this worker's result pipe
 
 
 class LocalEngine:
@@ -144,7 +144,6 @@ class LocalEngine:
         self.threads = threads_per_worker or max(1, cpus // len(slots))
         self.start_timeout = start_timeout
         self._ctx = mp.get_context("spawn")
-        self._results: Any = None
         self._workers: list[_Worker] = []
         self._objective = ""
         self.startup_seconds = 0.0
@@ -153,30 +152,47 @@ class LocalEngine:
     def start(self, objective: str) -> None:
         t0 = time.perf_counter()
         self._objective = objective
-        self._results = self._ctx.Queue()
         self._workers = [self._spawn(i, slot) for i, slot in enumerate(self.slots)]
         self._wait_ready()
         self.startup_seconds = time.perf_counter() - t0
 
     def _spawn(self, wid: int, slot: str) -> _Worker:
+        # One result pipe per worker, written by it alone: a worker killed in the middle of a
+        # write can only break its own pipe. (A shared multiprocessing.Queue has one write lock
+        # for all writers; a worker SIGKILLed while holding it silences every other worker.)
+        reader, writer = self._ctx.Pipe(duplex=False)
         tasks = self._ctx.SimpleQueue()
         flag = self._ctx.Value("q", -1, lock=False)
         proc = self._ctx.Process(
             target=_worker_main,
-            args=(wid, slot, self.threads, self._objective, tasks, self._results, flag),
+            args=(wid, slot, self.threads, self._objective, tasks, writer, flag),
             daemon=True,
             name=f"harness-worker-{wid}",
         )
         proc.start()
-        return _Worker(wid, slot, proc, tasks, flag)
+        writer.close()  # the worker holds the only write end: its death reads as EOF here
+        return _Worker(wid, slot, proc, tasks, flag, reader=reader)
+
+    def _receive(self, timeout: float) -> list[tuple]:
+        """Messages from any worker within ``timeout`` seconds (returns as soon as one arrives)."""
+        from multiprocessing.connection import wait
+
+        readers = {w.reader: w for w in self._workers if w.reader is not None}
+        msgs: list[tuple] = []
+        for r in wait(list(readers), timeout=timeout):
+            try:
+                while r.poll():
+                    msgs.append(r.recv())
+            except (EOFError, OSError):  # the worker died; _reap records and replaces it
+                readers[r].reader = None
+                r.close()
+        return msgs
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while not all(w.ready for w in self._workers):
-            try:
-                self._take(self._results.get(timeout=0.5), [])
-            except queue.Empty:
-                pass
+            for msg in self._receive(0.5):
+                self._take(msg, [])
             for w in self._workers:
                 if not w.ready and w.proc.exitcode is not None:
                     raise EngineError(
@@ -200,11 +216,10 @@ class LocalEngine:
             if w.proc.is_alive():
                 w.proc.kill()
                 w.proc.join(timeout=5)
+        for w in self._workers:
+            if w.reader is not None:
+                w.reader.close()
         self._workers = []
-        if self._results is not None:
-            self._results.close()
-            self._results.cancel_join_thread()
-            self._results = None
 
     # -- dispatch --------------------------------------------------------------------------
     def free_slots(self) -> int:
@@ -230,13 +245,8 @@ class LocalEngine:
 
     def poll(self, timeout: float) -> list[Event]:
         events: list[Event] = []
-        try:
-            msg = self._results.get(timeout=timeout) if timeout > 0 else self._results.get_nowait()
+        for msg in self._receive(timeout):
             self._take(msg, events)
-            while True:
-                self._take(self._results.get_nowait(), events)
-        except queue.Empty:
-            pass
         events.extend(self._reap())
         return events
 
@@ -268,11 +278,12 @@ class LocalEngine:
             if w.proc.exitcode is not None:
                 # drain what it sent before dying: its result may already be in the pipe
                 late: list[Event] = []
-                try:
-                    while True:
-                        self._take(self._results.get(timeout=0.05), late)
-                except queue.Empty:
-                    pass
+                if w.reader is not None:
+                    try:
+                        while w.reader.poll(0.05):
+                            self._take(w.reader.recv(), late)
+                    except (EOFError, OSError):
+                        pass
                 out.extend(late)
                 if w.task is None:
                     continue
@@ -291,5 +302,7 @@ class LocalEngine:
 
     def _replace(self, i: int) -> None:
         old = self._workers[i]
+        if old.reader is not None:
+            old.reader.close()
         new = self._spawn(old.wid, old.slot)
         self._workers[i] = new  # gets work once its "ready" arrives
