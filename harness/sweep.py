@@ -92,7 +92,7 @@ class SweepLoop:
     clock: Callable[[], float] = time.perf_counter
     restored: Restored | None = None
     budget_steps: int | None = None  # stop dispatching once finished trials used this many steps
-    prefetch: bool = False  # ask for the next trial while every worker is busy (off: see README)
+    prefetch: bool = True  # ask for the next trial while every worker is busy
     stop_reason: str | None = None  # set (e.g. by a SIGINT handler) to stop dispatching
     stats: SweepStats | None = None  # the running statistics, once run() has started
 
