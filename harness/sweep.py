@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.engines.base import Done, Engine, Report, TrialTask
-from harness.spec import SweepSpec
+from harness.spec import Metric, SweepSpec
 from harness.tracking import Tracker
 from harness.tuners.base import INTERRUPTED, Restored, Suggestion, TrialResult, TrialState, Tuner
 
@@ -45,6 +45,23 @@ class SweepStats:
     @property
     def finished(self) -> int:
         return self.complete + self.pruned + self.failed
+
+    def add(self, result: TrialResult, metric: Metric) -> None:
+        """Add a finished trial (an interrupted one only adds its cost, not a count)."""
+        self.results.append(result)
+        self.busy_seconds += result.seconds
+        self.cum_steps += result.steps
+        if result.reason == INTERRUPTED:
+            self.interrupted += 1
+        elif result.state is TrialState.COMPLETE:
+            self.complete += 1
+            assert result.value is not None
+            if self.best is None or metric.better(result.value, self.best.value):  # type: ignore[arg-type]
+                self.best = result
+        elif result.state is TrialState.PRUNED:
+            self.pruned += 1
+        else:
+            self.failed += 1
 
     def wall_seconds(self) -> float:
         if self.first_dispatch is None or self.last_stored is None:
@@ -200,21 +217,7 @@ class SweepLoop:
             self.engine.stop_trial(event.number)
 
     def _count(self, result: TrialResult, stats: SweepStats) -> None:
-        """Add a finished trial to the statistics (an interrupted one only adds its cost)."""
-        stats.results.append(result)
-        stats.busy_seconds += result.seconds
-        stats.cum_steps += result.steps
-        if result.reason == INTERRUPTED:
-            stats.interrupted += 1
-        elif result.state is TrialState.COMPLETE:
-            stats.complete += 1
-            assert result.value is not None
-            if stats.best is None or self.spec.metric.better(result.value, stats.best.value):  # type: ignore[arg-type]
-                stats.best = result
-        elif result.state is TrialState.PRUNED:
-            stats.pruned += 1
-        else:
-            stats.failed += 1
+        stats.add(result, self.spec.metric)
 
     def _record(self, result: TrialResult, stats: SweepStats, start: float) -> None:
         self.tuner.tell(result)

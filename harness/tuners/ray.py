@@ -46,7 +46,7 @@ from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUnifo
 
 from harness.engines.base import Done, TrialTask
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
-from harness.tuners.base import RunRequest, TrialResult, TrialState, TunerError, TunerOptions
+from harness.tuners.base import RunRequest, TrialResult, TunerError, TunerOptions
 
 if TYPE_CHECKING:
     from harness.sweep import SweepStats
@@ -408,18 +408,7 @@ class HarnessCallback(tune.Callback):
     def _record(self, result: TrialResult) -> None:
         """What the sweep loop's ``_record`` does, with Ray Tune as the tuner."""
         s = self.stats
-        s.results.append(result)
-        s.busy_seconds += result.seconds
-        s.cum_steps += result.steps
-        if result.state is TrialState.COMPLETE:
-            s.complete += 1
-            assert result.value is not None
-            if s.best is None or self.spec.metric.better(result.value, s.best.value):  # type: ignore[arg-type]
-                s.best = result
-        elif result.state is TrialState.PRUNED:
-            s.pruned += 1
-        else:
-            s.failed += 1
+        s.add(result, self.spec.metric)
         root = self.request.artifact_root
         art = root / f"trial-{result.number}" if root is not None else None
         self.tracker.trial_finished(
