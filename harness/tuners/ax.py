@@ -19,14 +19,19 @@ tell), so a GP fit of 0.3 to 4 s does not leave a worker idle. ``report`` attach
 next report (fire-and-forget), and a stopped trial is ``mark_trial_early_stopped`` (pruned).
 The client's state is written to ``ax.json`` in the sweep's state folder after every change of
 a trial's state (asked, stopped, finished; intermediate data goes with the next one), atomically:
-write a temporary file, then ``os.replace``.
+write a temporary file, then ``os.replace``. A save costs about half a second, so results are
+saved in batches; until then each told result is in ``ax.results.jsonl``, appended before
+``tell`` returns (and so before MLflow hears of it). ``restore`` replays that log onto the saved
+client, so a driver killed between a result and the next save loses nothing.
 
 This module imports Ax at module level; it is imported only for ``--tuner ax``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import re
 import threading
@@ -67,6 +72,7 @@ set_stderr_log_level(logging.ERROR)
 
 METHODS = ("fast", "quality", "random_search")
 STATE_FILE = "ax.json"
+RESULTS_FILE = "ax.results.jsonl"  # every told result, one JSON line each (a write-ahead log)
 
 AxConfig = RangeParameterConfig | ChoiceParameterConfig
 
@@ -258,6 +264,7 @@ def early_stopping_strategy(min_curves: int = 4) -> PercentileEarlyStoppingStrat
 # -- the tuner ---------------------------------------------------------------------------------
 SPARE = "harness: computed ahead, never asked for"
 REQUEUE = "harness_requeue_of"  # run metadata of an interrupted trial's second run
+PRUNED_EARLY = "harness: pruned before its first report"  # abandoned: Ax's stop needs data
 
 
 class AxTuner:
@@ -311,6 +318,8 @@ class AxTuner:
         if state_path is not None and state_path.exists():
             client = Client.load_from_json_file(str(state_path))
         else:
+            if state_path is not None:  # a log without its client belongs to no trial of this one
+                state_path.with_name(RESULTS_FILE).unlink(missing_ok=True)
             client = Client(random_seed=options.seed)
             client.configure_experiment(parameters=tr.configs, name=options.study_name or "harness")
             sign = "-" if spec.metric.goal == "minimize" else ""
@@ -347,7 +356,8 @@ class AxTuner:
                     out.append(q.popleft())
             self._demand = 0
             self._cv.notify_all()  # compute the next one ahead
-            return out
+        self._log({"event": "asked", "numbers": [x.number for x in out]})
+        return out
 
     def report(self, number: int, step: int, value: float) -> bool:
         """Attach the value (on the thread); True once Ax has decided to stop the trial."""
@@ -360,6 +370,7 @@ class AxTuner:
             return number in self._stop
 
     def tell(self, result: TrialResult) -> None:
+        self._log_result(result)  # durable before the sweep records it anywhere else
         self._start()
         with self._cv:
             self._events.append(("tell", result))
@@ -383,8 +394,14 @@ class AxTuner:
             raise TunerError("restore() after the sweep started")
         out = Restored()
         requeue: list[tuple[int, dict[str, Any]]] = []
+        asked, told = self._read_log()
+        for r in told:  # told, but maybe not saved before the driver died
+            self._finish(r)
         trials = self.client._experiment.trials
-        done = {t.run_metadata.get(REQUEUE) for t in trials.values()}
+        for idx, trial in trials.items():  # computed ahead, never handed out: not interrupted
+            if (asked is not None and idx not in asked and trial.status.name in ("RUNNING", "CANDIDATE", "STAGED")):
+                trial.mark_abandoned(reason=SPARE)
+        done = {t.run_metadata.get(REQUEUE) for t in trials.values() if not _is_spare(t)}
         for idx, trial in sorted(trials.items()):
             if _is_spare(trial) or trial.arm is None:
                 continue
@@ -397,8 +414,8 @@ class AxTuner:
                 if idx not in done:
                     requeue.append((idx, params))
                 continue
-            state = {"COMPLETED": TrialState.COMPLETE, "EARLY_STOPPED": TrialState.PRUNED}.get(
-                status, TrialState.FAILED)
+            state = {"COMPLETED": TrialState.COMPLETE, "EARLY_STOPPED": TrialState.PRUNED,
+                     "ABANDONED": TrialState.PRUNED}.get(status, TrialState.FAILED)
             value, steps = self._last_value(idx)
             reason = trial.status_reason if state is TrialState.FAILED else None
             out.finished.append(TrialResult(idx, params, state, value=value, steps=steps, reason=reason))
@@ -539,8 +556,12 @@ class AxTuner:
             self._completed_curves += 1
         elif r.state is TrialState.PRUNED and r.number in self._with_data:
             self.client.mark_trial_early_stopped(r.number)
+        elif r.state is TrialState.PRUNED and r.value is not None and math.isfinite(r.value) and r.steps > 0:
+            # reports not attached yet (a replayed result): its last one is enough for Ax
+            self.client.attach_data(r.number, {self.metric: float(r.value)}, progression=r.steps)
+            self.client.mark_trial_early_stopped(r.number)
         elif r.state is TrialState.PRUNED:  # Ax needs data for EARLY_STOPPED
-            self.client.mark_trial_abandoned(r.number)
+            self.client._experiment.trials[r.number].mark_abandoned(reason=PRUNED_EARLY)
         else:
             self.client.mark_trial_failed(r.number, failed_reason=(r.reason or "failed")[:500])
 
@@ -586,6 +607,41 @@ class AxTuner:
         row = df.sort_values("step").iloc[-1]
         step = row.get("step", 0)
         return float(row["mean"]), int(step) if step == step else 0  # NaN: no progression
+
+    def _log_result(self, r: TrialResult) -> None:
+        self._log({"event": "told", "number": r.number, "state": r.state.value, "value": r.value,
+                   "steps": r.steps, "reason": r.reason})
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.state_path.with_name(RESULTS_FILE), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")  # one write of a whole line
+
+    def _read_log(self) -> tuple[set[int] | None, list[TrialResult]]:
+        """The trials handed to the sweep (None: no log) and the results told, in order."""
+        path = self.state_path.with_name(RESULTS_FILE) if self.state_path is not None else None
+        if path is None or not path.exists():
+            return None, []
+        asked: set[int] = set()
+        told: list[TrialResult] = []
+        trials = self.client._experiment.trials
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash mid-write
+                continue
+            if rec.get("event") == "asked":
+                asked.update(rec["numbers"])
+                continue
+            trial = trials.get(rec["number"])
+            if trial is None or trial.arm is None:
+                continue
+            params = self.tr.to_spec(dict(trial.arm.parameters), self.spec)
+            told.append(TrialResult(rec["number"], params, TrialState(rec["state"]), value=rec["value"],
+                                    steps=int(rec["steps"] or 0), reason=rec["reason"]))
+        return asked, told
 
     def _save(self) -> None:
         """The client as JSON, atomically (write a temporary file, then os.replace)."""

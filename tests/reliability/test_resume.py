@@ -55,8 +55,25 @@ def random_ledger(tmp_path: Path, name: str) -> dict:
     return json.loads((tmp_path / ".harness" / "sweeps" / name / "random.json").read_text())["trials"]
 
 
+def ax_trials(tmp_path: Path, name: str) -> dict:
+    from ax.api import Client
+
+    client = Client.load_from_json_file(str(tmp_path / ".harness" / "sweeps" / name / "ax.json"))
+    return dict(client._experiment.trials)
+
+
+AX_STATES = {"COMPLETED": "complete", "EARLY_STOPPED": "pruned", "ABANDONED": "pruned", "FAILED": "failed"}
+
+
 def finished_states(tmp_path: Path, tuner: str, name: str) -> dict[int, str]:
     """Trial number -> state for the trials that count toward the budget (tuner's view)."""
+    if tuner == "ax":
+        from harness.tuners.ax import SPARE
+
+        trials = ax_trials(tmp_path, name)
+        assert not [i for i, t in trials.items() if t.status.name in ("RUNNING", "CANDIDATE", "STAGED")]
+        return {i: AX_STATES[t.status.name] for i, t in trials.items()
+                if t.status_reason not in (SPARE, "interrupted")}
     if tuner == "optuna":
         return {t.number: t.state.name.lower().replace("fail", "failed")
                 for t in optuna_trials(tmp_path, name)
@@ -83,7 +100,7 @@ def check_consistent(tmp_path: Path, uri: str, tuner: str, name: str, budget: in
     assert parents[0].data.metrics["trials_finished"] >= 1
 
 
-@pytest.mark.parametrize("tuner", ["optuna", pytest.param("random", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("tuner", ["optuna", "ax", pytest.param("random", marks=pytest.mark.slow)])
 def test_sigkill_the_driver_five_times(tmp_path, write_space, tuner):
     space = write_space(SPACE)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

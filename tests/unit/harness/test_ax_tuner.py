@@ -147,3 +147,38 @@ def test_early_stopping_prunes_a_bad_curve_and_restore_reads_everything_back(tmp
         assert rerun.params == running.params and rerun.number not in status
     finally:
         again.close()
+
+
+def test_a_result_told_before_a_crash_is_not_lost(tmp_path: Path):
+    """ax.json is saved in batches; a driver killed after a tell and before the next save must
+    still find that result (the results log): no finished trial may run again."""
+    opts = TunerOptions(seed=2, state_dir=tmp_path, extra={"budget": 6, "ax_method": "random_search"})
+    tuner = ax_backend.AxTuner.from_spec(SMALL, opts)
+    try:
+        a, b, c, d = (tuner.ask(1)[0] for _ in range(4))
+        tuner.wait_idle()
+        before = (tmp_path / "ax.json").read_bytes()  # all four asked and saved, none finished
+        tuner.report(c.number, 2, 0.7)
+        tuner.tell(TrialResult(a.number, a.params, TrialState.COMPLETE, value=0.25, steps=3))
+        tuner.tell(TrialResult(b.number, b.params, TrialState.FAILED, reason="ValueError: boom"))
+        tuner.tell(TrialResult(c.number, c.params, TrialState.PRUNED, value=0.7, steps=2))
+        tuner.wait_idle()
+    finally:
+        tuner.close()
+    (tmp_path / "ax.json").write_bytes(before)  # the driver died before it saved them
+    again = ax_backend.AxTuner.from_spec(SMALL, opts)
+    try:
+        restored = again.restore()
+        got = {r.number: (r.state.value, r.value, r.steps) for r in restored.finished}
+        assert got[a.number] == ("complete", 0.25, 3)
+        assert got[b.number][0] == "failed" and got[c.number][:1] == ("pruned",)
+        assert [r.number for r in restored.interrupted] == [d.number]  # only d was running
+        (rerun,) = again.ask(1)
+        assert rerun.params == d.params
+    finally:
+        again.close()
+    # a new sweep under the same name starts a new log, not the old trials' results
+    (tmp_path / "ax.json").unlink()
+    fresh = ax_backend.AxTuner.from_spec(SMALL, opts)
+    assert not (tmp_path / "ax.results.jsonl").exists()
+    fresh.close()
