@@ -8,6 +8,7 @@ not driven through this protocol.
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -146,17 +147,27 @@ class TunerError(ValueError):
     """A tuner option is wrong (one line, for the CLI)."""
 
 
+BUILTIN = {  # known without installing the package (a checkout on a bare GPU box, say)
+    "optuna": "harness.tuners.optuna:OptunaTuner",
+    "random": "harness.tuners.random:RandomTuner",
+    "ax": "harness.tuners.ax:AxTuner",
+    "ray": "harness.tuners.ray:RayTuneTuner",
+}
+
+
 def registered_tuners() -> dict[str, str]:
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """Tuner name -> ``module:Class``: the built-ins, plus the ``harness.tuners`` entry points."""
+    return {**BUILTIN, **{ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}}
 
 
 def make_tuner(name: str, spec: SweepSpec, options: TunerOptions) -> Tuner:
-    """Build the tuner registered as ``name`` (entry point whose target has ``from_spec``)."""
-    eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
-    if name not in eps:
-        known = ", ".join(sorted(eps)) or "none installed"
+    """Build the tuner registered as ``name`` (a class with ``from_spec``)."""
+    registry = registered_tuners()
+    if name not in registry:
+        known = ", ".join(sorted(registry))
         raise TunerError(f"--tuner {name}: unknown tuner (installed: {known})")
-    cls = eps[name].load()
+    module, _, attr = registry[name].partition(":")
+    cls = getattr(importlib.import_module(module), attr)
     return cls.from_spec(spec, options)
 
 
