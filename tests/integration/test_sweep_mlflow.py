@@ -52,6 +52,7 @@ def test_children_params_in_space_metrics_and_states(branin_sweep):
     summary, client, runs = branin_sweep
     spec = load_spec("branin")
     states = {}
+    early: list[bool] = []
     for c in children_of(runs, summary.parent_run_id):
         x1, x2 = float(c.data.params["x1"]), float(c.data.params["x2"])
         assert spec.params["x1"].low <= x1 <= spec.params["x1"].high
@@ -67,10 +68,14 @@ def test_children_params_in_space_metrics_and_states(branin_sweep):
             assert steps[-1] == 20
             assert c.info.status == "FINISHED"
         elif state == "pruned":
-            assert steps[-1] < 20  # it really stopped early
+            # it stopped at the report where the decision reached it (as with Optuna's own
+            # report / should_prune loop, that can be the last one: the decision is in flight)
+            assert c.data.tags["harness.reason"] == f"pruned at step {steps[-1]}"
             assert c.info.status == "KILLED"
+            early.append(steps[-1] < 20)
     assert set(states.values()) <= {"complete", "pruned"}
     assert "pruned" in states.values(), "the median pruner should prune some Branin trials"
+    assert any(early), "some pruned trials really stopped early"
     assert summary.stats.pruned == sum(s == "pruned" for s in states.values())
 
 
