@@ -140,6 +140,45 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+_WAL_PATHS: set[str] = set()
+
+
+def sqlite_wal(uri: str) -> None:
+    """Open the MLflow SQLite store at ``uri`` in WAL mode with ``synchronous=NORMAL``.
+
+    MLflow commits every write on its own, and SQLite's default (a rollback journal, fsync at
+    each commit) made the store the bottleneck of short trials: ~260 ms of writes per trial
+    on a slow disk, 76 ms in WAL mode (benchmarks/dispatch.py). WAL with NORMAL stays
+    consistent through any crash and loses nothing when a process is killed; only a power cut
+    can take the last commits back. Readers (``mlflow ui``) no longer block the writer.
+    Only connections to this file are changed (Optuna's SQLite storage, say, is left alone).
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = os.path.realpath(uri[len("sqlite:///"):])
+    if not _WAL_PATHS:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "connect", _wal_on_connect)
+    _WAL_PATHS.add(path)
+
+
+def _wal_on_connect(dbapi_conn: Any, record: Any) -> None:
+    import sqlite3
+
+    if not isinstance(dbapi_conn, sqlite3.Connection):
+        return
+    cur = dbapi_conn.cursor()
+    try:
+        files = {os.path.realpath(row[2]) for row in cur.execute("PRAGMA database_list") if row[2]}
+        if files & _WAL_PATHS:
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
 def init_sqlite(uri: str) -> None:
     """Create a new SQLite store crash-safely: migrate a private file, then link it into place.
 
@@ -191,6 +230,7 @@ class MLflowTracker:
         self.uri = uri
         try:
             init_sqlite(uri)  # before the client: constructing it creates (migrates) the store
+            sqlite_wal(uri)
         except Exception as exc:
             raise TrackingError(f"tracking store {uri}: cannot create: {str(exc).splitlines()[0][:300]}") from None
         self.client = MlflowClient(tracking_uri=uri)
