@@ -63,15 +63,18 @@ class NvmlSampler:
             self._thread.join()
 
 
-def tracking_uri(folder: Path) -> str:
-    return f"sqlite:///{folder / 'mlflow.db'}" if importlib.util.find_spec("mlflow") else "none"
+def tracking_uri(folder: Path, tracking: str) -> str:
+    if tracking == "none" or not importlib.util.find_spec("mlflow"):
+        return "none"
+    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def sweep(space: str, k: int, trials: int, cuda: bool, folder: Path, tag: str) -> tuple[object, NvmlSampler]:
+def sweep(space: str, k: int, trials: int, cuda: bool, folder: Path, tag: str,
+          tracking: str = "sqlite") -> tuple[object, NvmlSampler]:
     options = SweepOptions(
         space=space, tuner="random", trials=trials, seed=0, name=f"{space}-k{k}-{tag}",
         devices="0" if cuda else "cpu", trials_per_device=k, workers=None if cuda else k,
-        tracking_uri=tracking_uri(folder), state_root=folder / "sweeps",
+        tracking_uri=tracking_uri(folder, tracking), state_root=folder / "sweeps",
     )
     with NvmlSampler() as sampler:
         summary = launch(options)
@@ -100,6 +103,8 @@ def main() -> int:
     parser.add_argument("--spaces", default=",".join(SPACES))
     parser.add_argument("--trials", type=int, default=None, help="trials per sweep (16 on CUDA, 2 on CPU)")
     parser.add_argument("--ks", default=None, help="trials per device (1,4,8 on CUDA; 1,2 on CPU)")
+    parser.add_argument("--tracking", choices=["sqlite", "none"], default="sqlite",
+                        help="log the packing sweeps to a temporary SQLite MLflow store, or not at all")
     args = parser.parse_args()
 
     import torch
@@ -114,18 +119,20 @@ def main() -> int:
     spaces = args.spaces.split(",")
     t0 = time.perf_counter()
     ok = True
+    reasons: set[str] = set()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         summary, _ = sweep(spaces[0], ks[-1], max(2, ks[-1]), cuda, folder, "devices")
         ok &= check_devices(summary, cuda, folder)
 
         print(f"(b, c) {trials} trials per sweep, the same configurations for every K")
-        header = f"{'space':<18}{'K':>3}{'trials/min':>12}{'x K=1':>8}{'failed':>8}{'peak MB/trial':>15}{'GPU util %':>12}{'GPU mem MB':>12}"
+        header = (f"{'space':<18}{'K':>3}{'trials/min':>12}{'x K=1':>8}{'trial s':>9}{'slots busy':>11}"
+                  f"{'failed':>8}{'peak MB/trial':>15}{'GPU util %':>12}{'GPU mem MB':>12}")
         print(header)
         for space in spaces:
             base = None
             for k in ks:
-                summary, sampler = sweep(space, k, trials, cuda, folder, "pack")
+                summary, sampler = sweep(space, k, trials, cuda, folder, "pack", args.tracking)
                 s = summary.stats  # type: ignore[attr-defined]
                 per_min = 60 * s.finished / max(s.wall_seconds(), 1e-9)
                 base = base or per_min
@@ -135,7 +142,13 @@ def main() -> int:
                 util = f"{statistics.mean(sampler.util):.0f}/{max(sampler.util):.0f}" if sampler.util else "-"
                 mem = f"{max(sampler.mem):.0f}" if sampler.mem else "-"
                 peak = f"{max(peaks):.0f}" if peaks else "-"
-                print(f"{space:<18}{k:>3}{per_min:>12.1f}{per_min / base:>8.2f}{s.failed:>8}{peak:>15}{util:>12}{mem:>12}")
+                trial_s = s.busy_seconds / max(len(s.results), 1)
+                print(f"{space:<18}{k:>3}{per_min:>12.1f}{per_min / base:>8.2f}{trial_s:>9.2f}"
+                      f"{s.utilization(k):>11.2f}{s.failed:>8}{peak:>15}{util:>12}{mem:>12}")
+                reasons.update((r.reason or "?").splitlines()[0][:120] for r in s.results if r.state.value == "failed")
+    for reason in sorted(reasons):
+        print(f"failed: {reason}")
+    print("'trial s' is a trial's own mean seconds; 'slots busy' = trial seconds / (K x wall)")
     print(f"total {time.perf_counter() - t0:.0f} s; {'OK' if ok else 'FAILED'}")
     return 0 if ok else 1
 

@@ -90,7 +90,10 @@ def _worker_main(
     except Exception:
         pass  # the trial will fail with the import error and its traceback
     if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
+        torch = sys.modules["torch"]
+        torch.set_num_threads(threads)
+        if device == "cuda" and torch.cuda.is_available():
+            torch.empty(1, device=device)  # create the CUDA context now, not in the first trial
     results.send(("ready", wid))
 
     def send(event: Event) -> None:
