@@ -14,10 +14,10 @@ at 0.2 s; Ax >= 0.9 at 5 s.
 
     .venv/bin/python benchmarks/dispatch.py                      # everything (~10 min here)
     .venv/bin/python benchmarks/dispatch.py --seconds 0.2 --tuners optuna,random --engines ray
-    .venv/bin/python benchmarks/dispatch.py --sqlite-wal         # MLflow's SQLite in WAL mode
 
-``--sqlite-wal`` switches the temporary SQLite stores to WAL with ``synchronous=NORMAL`` (an
-SQLAlchemy connect hook in this process): it shows what MLflow's per-commit fsync costs here.
+The harness opens MLflow's SQLite store in WAL mode with ``synchronous=NORMAL``
+(``harness.tracking.sqlite_wal``); before that, SQLite's per-commit fsync cost ~260 ms of writes
+per trial on this machine's disk (76 ms in WAL).
 """
 
 from __future__ import annotations
@@ -89,21 +89,6 @@ def harness_sweep(space: Path, tuner: str, engine: str, workers: int, folder: Pa
             "failed_writes": summary.failed_writes}
 
 
-def sqlite_wal() -> None:
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _pragmas(dbapi_conn: Any, record: Any) -> None:
-        import sqlite3
-
-        if isinstance(dbapi_conn, sqlite3.Connection):
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", default="0.2,1,5", help="trial lengths, comma-separated")
@@ -114,7 +99,6 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1,
                     help="run each measurement this many times, interleaved; report the median (the machine is shared)")
     ap.add_argument("--no-baseline", action="store_true", help="skip plain optuna")
-    ap.add_argument("--sqlite-wal", action="store_true", help="SQLite in WAL mode for MLflow (see above)")
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     args = ap.parse_args()
 
@@ -122,8 +106,6 @@ def main() -> None:
     trials = [int(t) for t in args.trials.split(",")] if args.trials else [DEFAULT_TRIALS.get(s, 20) for s in seconds]
     tuners = args.tuners.split(",")
     engines = args.engines.split(",")
-    if args.sqlite_wal:
-        sqlite_wal()
     folder = Path(tempfile.mkdtemp(prefix="harness-dispatch-"))
     pairings = [(t, e) for t in tuners for e in engines if not (t == "ray" and e != "ray")]
     if any(e == "ray" for _, e in pairings):
@@ -152,8 +134,7 @@ def main() -> None:
         rows.append({"seconds": sec, "tuner": tuner, "engine": engine, "target": TARGETS.get((tuner, engine, sec)),
                      **best, "all": [round(r["utilization"], 3) for r in rs]})
     print()
-    print(f"| trial s | trials | tuner | engine | utilization (median) | all runs | wall s | start-up s | target |"
-          f"  (sqlite-wal={args.sqlite_wal})")
+    print("| trial s | trials | tuner | engine | utilization (median) | all runs | wall s | start-up s | target |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         tgt = "" if not r.get("target") else (f">= {r['target']} " + ("ok" if r["utilization"] >= r["target"] else "MISSED"))
