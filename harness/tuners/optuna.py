@@ -7,6 +7,7 @@ so conditional parameters are native: an inactive parameter is never suggested.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,11 @@ def make_storage(storage: str | None, state_dir: Path | None) -> optuna.storages
     from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
     def journal(path: str) -> JournalStorage:
-        # a driver killed while holding the lock leaves it behind: break it after 3 s, not 30
+        # A driver killed while holding the lock leaves it behind: break it after 3 s, not 30.
+        # The path must be absolute: the lock is a symlink to it, and the grace period reads
+        # the link's target; a relative target resolves against the link's folder, is never
+        # found, and acquire() then spins at full CPU forever (a CI rehearsal hung on it).
+        path = os.path.abspath(path)
         return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileSymlinkLock(path, grace_period=3)))
 
     if storage is None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,27 @@ def test_mask_url_hides_password():
     assert mask_url("sqlite:///a.db") == "sqlite:///a.db"
     line = "harness sweep x --storage postgresql://u:p%40ss@h/db --tracking-uri http://a:b@m:5000"
     assert mask_url(line) == "harness sweep x --storage postgresql://u:***@h/db --tracking-uri http://a:***@m:5000"
+
+
+@pytest.mark.timeout(60)
+def test_a_journal_lock_left_by_a_killed_driver_is_broken(tmp_path, monkeypatch):
+    """The default storage is a journal in a relative folder (.harness/sweeps/NAME). A driver
+    killed while holding its lock leaves the lock behind; the next driver must break it after
+    the grace period (it once spun forever: the symlink's relative target was never found)."""
+    import time
+
+    import optuna
+
+    from harness.tuners.optuna import make_storage
+
+    monkeypatch.chdir(tmp_path)
+    state_dir = Path(".harness/sweeps/crashy")
+    first = make_storage(None, state_dir)
+    optuna.create_study(storage=first, study_name="crashy")
+    first._backend._lock.acquire()  # held, and never released: the driver died here
+    assert (state_dir / "optuna.journal.lock").is_symlink()
+    t0 = time.monotonic()
+    again = optuna.load_study(study_name="crashy", storage=make_storage(None, state_dir))
+    again.ask()  # writes to the journal: needs the lock
+    assert time.monotonic() - t0 < 30
+    assert len(again.trials) == 1
