@@ -25,6 +25,7 @@ Ray Tune places and stops its trials itself, so this backend implements the
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -46,13 +47,26 @@ from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUnifo
 
 from harness.engines.base import Done, TrialTask
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
-from harness.tuners.base import RunRequest, TrialResult, TunerError, TunerOptions
+from harness.tuners.base import (
+    INTERRUPTED,
+    Restored,
+    RunRequest,
+    TrialResult,
+    TrialState,
+    TunerError,
+    TunerOptions,
+)
 
 if TYPE_CHECKING:
     from harness.sweep import SweepStats
     from harness.tracking import Tracker
 
 SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
+LOG_FILE = "ray.results.jsonl"  # trials started and finished, appended before MLflow hears of them
+
+# Driver-side objects, by sweep: Tune pickles its callbacks and searcher into the experiment
+# folder and ``Tuner.restore`` unpickles them, so a restored one finds the live ones here.
+_DRIVER: dict[str, dict[str, Any]] = {}
 STEP_KEYS = ("steps", "epochs", "iterations", "n_iters", "num_steps", "max_steps")
 
 log = logging.getLogger("harness.ray")
@@ -278,7 +292,7 @@ class HarnessCallback(tune.Callback):
 
     def __init__(self, spec: SweepSpec, request: RunRequest, tracker: Tracker, stats: SweepStats,
                  on_update: Callable[[SweepStats], None] | None, scheduler: str,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, log_path: Path | None = None) -> None:
         self.spec = spec
         self.request = request
         self.tracker = tracker
@@ -291,6 +305,12 @@ class HarnessCallback(tune.Callback):
         self.finished: set[int] = set()
         self.gpu = any(s.startswith("cuda") for s in request.slots)
         self._last_update = 0.0
+        self.key = str(log_path) if log_path is not None else uuid.uuid4().hex
+        self.log_path = log_path
+        self.numbers: dict[str, int] = {}  # trial id -> number, where it is not the id's index
+        self.done_ids: set[str] = set()  # trials recorded as finished (before a crash, too)
+        self.rerun_from = request.budget  # numbers of re-run interrupted trials start here
+        self.interrupted_ids: set[str] = set()  # running when the last driver died
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config into the experiment folder: the tracker (threads, a
@@ -300,17 +320,38 @@ class HarnessCallback(tune.Callback):
             state[key] = None
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A restored callback (``Tuner.restore``) takes the new driver's objects."""
+        self.__dict__.update(state)
+        bound = _DRIVER.get(self.key)
+        if bound is not None:
+            self.__dict__.update(bound)
+            self.live = {}
+            self.start = self.clock()
+
     def _number(self, trial: Any) -> int:
-        return trial_number(trial.trial_id)
+        return self.numbers.get(trial.trial_id, trial_number(trial.trial_id))
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.log_path is not None:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         from harness.sweep import trial_seed
 
+        if trial.trial_id in self.done_ids:
+            return  # finished before the crash, after Tune's last snapshot: not run again
+        if trial.trial_id in self.interrupted_ids:  # run again under a new number
+            self.interrupted_ids.discard(trial.trial_id)
+            self.numbers[trial.trial_id] = self.rerun_from
+            self.rerun_from += 1
         number = self._number(trial)
         if number in self.live or number in self.finished:
             return  # resumed after a pause (HyperBand, PBT): the same child run
         params = self.spec.active_params({k: v for k, v in trial.config.items() if v is not None})
-        seed = trial_seed(self.request.seed, number)
+        self._log({"event": "started", "trial_id": trial.trial_id, "number": number, "params": params})
+        seed = trial_seed(self.request.seed, trial_number(trial.trial_id))  # as the trial computes it
         task = TrialTask(number=number, objective=self.request.objective, params=params,
                          config=self.spec.config(params), seed=seed,
                          timeout=self.request.trial_timeout)
@@ -379,7 +420,7 @@ class HarnessCallback(tune.Callback):
                 steps=max(int(f.get("step", 0)), live.last_step), seconds=live.seconds(elapsed),
                 device=str(f.get("harness_device", "cpu")),
             )
-        self._finish(done, live)
+        self._finish(done, live, trial.trial_id)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         number = self._number(trial)
@@ -394,15 +435,20 @@ class HarnessCallback(tune.Callback):
         else:
             done = Done(number, "died", reason=f"worker died ({_error_line(trial)})",
                         steps=live.last_step, seconds=live.seconds(elapsed))
-        self._finish(done, live)
+        self._finish(done, live, trial.trial_id)
 
-    def _finish(self, done: Done, live: _Live) -> None:
+    def _finish(self, done: Done, live: _Live, trial_id: str) -> None:
         from harness.sweep import finish
 
         if done.device == "cpu" and self.gpu:
             done = Done(**{**done.__dict__, "device": "cuda"})
         result = finish(done, live.task, self.spec, live.last_value)
         self.finished.add(result.number)
+        self.done_ids.add(trial_id)
+        self._log({"event": "finished", "trial_id": trial_id, "number": result.number,
+                   "params": result.params, "state": result.state.value, "value": result.value,
+                   "steps": result.steps, "reason": result.reason, "seconds": result.seconds,
+                   "device": result.device})
         self._record(result)
 
     def _record(self, result: TrialResult) -> None:
@@ -410,7 +456,8 @@ class HarnessCallback(tune.Callback):
         s = self.stats
         s.add(result, self.spec.metric)
         root = self.request.artifact_root
-        art = root / f"trial-{result.number}" if root is not None else None
+        index = next((trial_number(t) for t, n in self.numbers.items() if n == result.number), result.number)
+        art = root / f"trial-{index}" if root is not None else None
         self.tracker.trial_finished(
             result, elapsed=self.clock() - self.start, best=s.best.value if s.best else None,
             finished=s.finished, cum_steps=s.cum_steps,
@@ -427,6 +474,21 @@ class HarnessCallback(tune.Callback):
         if self.on_update is not None and (force or now - self._last_update > 0.2):
             self._last_update = now
             self.on_update(self.stats)
+
+
+def read_log(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The callback's log: trial id -> its last ``started`` record, and -> its ``finished`` one."""
+    started: dict[str, dict[str, Any]] = {}
+    finished: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return started, finished
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash mid-write
+            continue
+        (started if rec.get("event") == "started" else finished)[rec["trial_id"]] = rec
+    return started, finished
 
 
 def _error_line(trial: Any) -> str:
@@ -449,14 +511,28 @@ class _BudgetedVariantGenerator(BasicVariantGenerator):
     its step budget is used (running trials finish, as with the other tuners)."""
 
     def __init__(self, *args: Any, deadline: float | None, stats: SweepStats, timeout: float | None,
-                 budget_steps: int | None, **kwargs: Any) -> None:
+                 budget_steps: int | None, key: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._key = key
         self._deadline = deadline
         self._stats = stats
         self._timeout = timeout
         self._budget_steps = budget_steps
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._rebind()
+
+    def _rebind(self) -> None:
+        """A restored searcher: the new driver's statistics and deadline (Tune restores its
+        state with a plain ``__dict__`` update too, hence the call in ``next_trial``)."""
+        bound = _DRIVER.get(getattr(self, "_key", ""))
+        if bound is not None and self._stats is not bound["stats"]:
+            self._stats = bound["stats"]
+            self._deadline = bound["deadline"]
+
     def next_trial(self) -> Any:
+        self._rebind()
         why = None
         if self._deadline is not None and time.monotonic() > self._deadline:
             why = f"timeout after {self._timeout:g} s"
@@ -486,6 +562,9 @@ class RayTuneTuner:
         self.startup_seconds = 0.0
         self._points: list[dict[str, Any]] = []
         self._owns_ray = False
+        self._restore_path: Path | None = None  # set by restore(): Tune's experiment folder
+        self._resume: dict[str, Any] | None = None
+        self._restored: Restored | None = None
 
     @classmethod
     def from_spec(cls, spec: SweepSpec, options: TunerOptions) -> RayTuneTuner:
@@ -495,8 +574,40 @@ class RayTuneTuner:
         """Evaluate ``params`` first (Tune's ``points_to_evaluate``)."""
         self._points.append(dict(params))
 
-    def restore(self) -> Any:
-        raise TunerError("--resume: the ray tuner cannot resume a sweep yet (Ray Tune owns its state)")
+    def restore(self) -> Restored:
+        """Tune's experiment folder is restored by ``run`` (``Tuner.restore``); what finished
+        and what was running come from our own log, which is written before MLflow is."""
+        state_dir = self.options.state_dir
+        if state_dir is None:
+            raise TunerError("--resume: the sweep has no state folder")
+        path = (state_dir / "ray" / "tune").resolve()
+        started, finished = read_log(state_dir / LOG_FILE)
+        out = Restored()
+        if not tune.Tuner.can_restore(str(path)):
+            if started or finished:
+                raise TunerError(f"--resume: trials ran but Ray Tune saved no experiment in {path}; "
+                                 "start the sweep again under another --name")
+            return out  # killed before Tune saved anything or ran a trial: start it afresh
+        for rec in finished.values():
+            out.finished.append(TrialResult(
+                int(rec["number"]), rec["params"], TrialState(rec["state"]), value=rec["value"],
+                steps=int(rec["steps"] or 0), reason=rec["reason"], seconds=float(rec.get("seconds") or 0.0),
+                device=str(rec.get("device") or "cpu")))
+        running = {tid: rec for tid, rec in started.items() if tid not in finished}
+        for rec in running.values():
+            out.interrupted.append(TrialResult(int(rec["number"]), rec["params"], TrialState.FAILED,
+                                               reason=INTERRUPTED))
+        used = [int(r["number"]) for r in started.values()] + [int(r["number"]) for r in finished.values()]
+        self._restore_path = path
+        self._resume = {
+            "done_ids": set(finished), "interrupted_ids": set(running),
+            "numbers": {tid: int(r["number"]) for tid, r in {**started, **finished}.items()
+                        if int(r["number"]) != trial_number(tid)},
+            "finished": {int(r["number"]) for r in finished.values()},
+            "rerun_from": max([self.options.extra.get("budget") or 0, *(n + 1 for n in used)]),
+        }
+        self._restored = out
+        return out
 
     def run(self, request: RunRequest, tracker: Tracker,
             on_update: Callable[[SweepStats], None] | None = None) -> SweepStats:
@@ -516,7 +627,18 @@ class RayTuneTuner:
         logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
         spec = self.spec
         stats = SweepStats(budget=request.budget)
-        callback = HarnessCallback(spec, request, tracker, stats, on_update, self.scheduler)
+        state_dir = self.options.state_dir
+        log_path = (state_dir / LOG_FILE).resolve() if state_dir is not None else None
+        callback = HarnessCallback(spec, request, tracker, stats, on_update, self.scheduler, log_path=log_path)
+        deadline = time.monotonic() + request.timeout if request.timeout else None
+        bound: dict[str, Any] = {"tracker": tracker, "stats": stats, "on_update": on_update,
+                                 "clock": time.perf_counter, "deadline": deadline}
+        if self._resume is not None:  # the restored callback continues from our log
+            bound.update(self._resume)
+            callback.__dict__.update(self._resume)
+            for r in self._restored.finished if self._restored is not None else []:
+                stats.add(r, spec.metric)
+        _DRIVER[callback.key] = bound
         if gpus:
             per_gpu = sum(1 for s in request.slots if s == gpus[0])
             resources = {"cpu": 1, "gpu": 1.0 / per_gpu}
@@ -530,28 +652,33 @@ class RayTuneTuner:
             ),
             resources,
         )
-        deadline = time.monotonic() + request.timeout if request.timeout else None
         search = _BudgetedVariantGenerator(
             points_to_evaluate=self._points or None, random_state=request.seed,
             deadline=deadline, stats=stats, timeout=request.timeout, budget_steps=request.budget_steps,
+            key=callback.key,
         )
-        state_dir = self.options.state_dir
         storage = (state_dir / "ray").resolve() if state_dir is not None else Path(tempfile.mkdtemp(prefix="harness-ray-"))
         storage.mkdir(parents=True, exist_ok=True)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(spec, request.seed),
-            tune_config=tune.TuneConfig(
-                metric=spec.metric.name, mode="min" if spec.metric.goal == "minimize" else "max",
-                num_samples=request.budget, search_alg=search,
-                scheduler=make_scheduler(self.scheduler, spec, self.options.extra, request.seed),
-                max_concurrent_trials=len(request.slots), reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name="tune", storage_path=str(storage), callbacks=[callback], verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            ),
-        )
+        if self._restore_path is not None:
+            tuner = tune.Tuner.restore(
+                str(self._restore_path), trainable, resume_unfinished=True, resume_errored=False,
+                restart_errored=False, param_space=param_space(spec, request.seed),
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space(spec, request.seed),
+                tune_config=tune.TuneConfig(
+                    metric=spec.metric.name, mode="min" if spec.metric.goal == "minimize" else "max",
+                    num_samples=request.budget, search_alg=search,
+                    scheduler=make_scheduler(self.scheduler, spec, self.options.extra, request.seed),
+                    max_concurrent_trials=len(request.slots), reuse_actors=True,
+                ),
+                run_config=tune.RunConfig(
+                    name="tune", storage_path=str(storage), callbacks=[callback], verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                ),
+            )
         self.startup_seconds = time.perf_counter() - t0
         tuner.fit()
         if stats.first_dispatch is not None:

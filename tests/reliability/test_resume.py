@@ -55,6 +55,13 @@ def random_ledger(tmp_path: Path, name: str) -> dict:
     return json.loads((tmp_path / ".harness" / "sweeps" / name / "random.json").read_text())["trials"]
 
 
+def progress(tmp_path: Path, name: str) -> int:
+    """Bytes the tuner's own state has written (it grows as trials are asked and finish)."""
+    folder = tmp_path / ".harness" / "sweeps" / name
+    files = ("optuna.journal", "ax.results.jsonl", "random.json", "ray.results.jsonl")
+    return sum((folder / f).stat().st_size for f in files if (folder / f).exists())
+
+
 def ax_trials(tmp_path: Path, name: str) -> dict:
     from ax.api import Client
 
@@ -74,6 +81,11 @@ def finished_states(tmp_path: Path, tuner: str, name: str) -> dict[int, str]:
         assert not [i for i, t in trials.items() if t.status.name in ("RUNNING", "CANDIDATE", "STAGED")]
         return {i: AX_STATES[t.status.name] for i, t in trials.items()
                 if t.status_reason not in (SPARE, "interrupted")}
+    if tuner == "ray":
+        from harness.tuners.ray import LOG_FILE, read_log
+
+        _, finished = read_log(tmp_path / ".harness" / "sweeps" / name / LOG_FILE)
+        return {int(r["number"]): r["state"] for r in finished.values()}
     if tuner == "optuna":
         return {t.number: t.state.name.lower().replace("fail", "failed")
                 for t in optuna_trials(tmp_path, name)
@@ -100,7 +112,8 @@ def check_consistent(tmp_path: Path, uri: str, tuner: str, name: str, budget: in
     assert parents[0].data.metrics["trials_finished"] >= 1
 
 
-@pytest.mark.parametrize("tuner", ["optuna", "ax", pytest.param("random", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("tuner", ["optuna", "ax", pytest.param("random", marks=pytest.mark.slow),
+                                   pytest.param("ray", marks=pytest.mark.slow)])
 def test_sigkill_the_driver_five_times(tmp_path, write_space, tuner):
     space = write_space(SPACE)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -110,7 +123,13 @@ def test_sigkill_the_driver_five_times(tmp_path, write_space, tuner):
     proc = start(tmp_path, *args)
     kills = 0
     for _ in range(5):
-        time.sleep(rng.uniform(3.0, 7.0))
+        # a kill at a random moment once this run has made progress (Ray alone takes seconds
+        # to start: a fixed delay killed it during start-up every time, resuming nothing)
+        seen = progress(tmp_path, "crashy")
+        deadline = time.time() + 60
+        while progress(tmp_path, "crashy") == seen and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(rng.uniform(0.2, 2.5))
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)

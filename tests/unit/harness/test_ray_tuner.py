@@ -68,3 +68,27 @@ def test_budgets_and_schedulers():
     with pytest.raises(TunerError, match="--scheduler nope"):
         ray_backend.make_scheduler("nope", SPEC, {}, 0)
     assert ray_backend.trial_number("a1b2c_00007") == 7
+
+
+def test_restore_reads_the_log_and_refuses_only_what_it_cannot_continue(tmp_path):
+    """What finished and what was running come from the callback's log (written before MLflow);
+    a sweep killed before Tune saved an experiment or ran a trial starts afresh."""
+    import json
+
+    from harness.tuners.base import TunerOptions
+
+    opts = TunerOptions(seed=0, state_dir=tmp_path, extra={"budget": 4})
+    assert ray_backend.RayTuneTuner(SPEC, opts).restore().finished == []  # nothing ran: afresh
+    log = tmp_path / ray_backend.LOG_FILE
+    params = {"x": 0.5}
+    lines = [
+        {"event": "started", "trial_id": "abc_00000", "number": 0, "params": params},
+        {"event": "started", "trial_id": "abc_00001", "number": 1, "params": params},
+        {"event": "finished", "trial_id": "abc_00000", "number": 0, "params": params, "state": "complete",
+         "value": 1.5, "steps": 3, "reason": None},
+    ]
+    log.write_text("".join(json.dumps(rec) + "\n" for rec in lines) + '{"event": "fini')  # cut by a kill
+    started, finished = ray_backend.read_log(log)
+    assert set(started) == {"abc_00000", "abc_00001"} and set(finished) == {"abc_00000"}
+    with pytest.raises(TunerError, match="saved no experiment"):  # trials ran, Tune saved nothing
+        ray_backend.RayTuneTuner(SPEC, opts).restore()
