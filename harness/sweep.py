@@ -16,7 +16,15 @@ from typing import Any
 from harness.engines.base import Done, Engine, Report, TrialTask
 from harness.spec import Metric, SweepSpec
 from harness.tracking import Tracker
-from harness.tuners.base import INTERRUPTED, Restored, Suggestion, TrialResult, TrialState, Tuner
+from harness.tuners.base import (
+    INTERRUPTED,
+    Progress,
+    Restored,
+    Suggestion,
+    TrialResult,
+    TrialState,
+    Tuner,
+)
 
 
 def trial_seed(sweep_seed: int, number: int) -> int:
@@ -222,12 +230,25 @@ class SweepLoop:
     def _record(self, result: TrialResult, stats: SweepStats, start: float) -> None:
         self.tuner.tell(result)
         self._count(result, stats)
+        view = self._shared_progress()
+        if view is None:  # this process's own view: the whole sweep unless a study is shared
+            view = Progress(stats.finished, stats.best.value if stats.best else None, stats.cum_steps)
         self.tracker.trial_finished(
-            result, elapsed=self.clock() - start,
-            best=stats.best.value if stats.best else None,
-            finished=stats.finished, cum_steps=stats.cum_steps,
+            result, elapsed=self.clock() - start, best=view.best,
+            finished=view.finished, cum_steps=view.cum_steps,
             artifact_dir=self._artifact_dir(result.number),
         )
+
+    def _shared_progress(self) -> Progress | None:
+        """The study's progress across processes, when the tuner has one and can read it now."""
+        read = getattr(self.tuner, "shared_progress", None)
+        if read is None:
+            return None
+        try:
+            view: Progress | None = read()
+        except Exception:  # a passing database fault must not cost a result: log our own view
+            return None
+        return view
 
     def _artifact_dir(self, number: int) -> str | None:
         if self.artifact_root is None:

@@ -90,6 +90,15 @@ class Restored:
     interrupted: list[TrialResult] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A sweep's progress as every process that shares its study sees it."""
+
+    finished: int  # complete + pruned + failed (interrupted ones excluded)
+    best: float | None
+    cum_steps: int
+
+
 class Tuner(Protocol):
     """Ask for configurations, hear intermediate results, learn the outcome."""
 
@@ -110,7 +119,9 @@ class Tuner(Protocol):
     def close(self) -> None: ...
 
     # Optional: ``enqueue(params)`` evaluates known configurations first; ``restore() -> Restored``
-    # makes the tuner resumable (the sweep loop checks with hasattr).
+    # makes the tuner resumable; ``shared_progress() -> Progress | None`` gives the progress of a
+    # study that other processes share, for the parent run's curves (the sweep loop checks with
+    # hasattr).
 
 
 @dataclass

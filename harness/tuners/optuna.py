@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from harness.masking import mask_url
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
 from harness.tuners.base import (
     INTERRUPTED,
+    Progress,
     Restored,
     Suggestion,
     TrialResult,
@@ -99,7 +101,6 @@ def make_storage(storage: str | None, state_dir: Path | None) -> optuna.storages
     if "://" in storage:
         import random
         import time
-        import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -129,8 +130,10 @@ class OptunaTuner:
         self._trials: dict[int, optuna.Trial] = {}
         self._heartbeat: threading.Thread | None = None
         self._closing = threading.Event()
-        if isinstance(study._storage, optuna.storages.RDBStorage):
-            # Optuna beats only inside study.optimize; ask/tell trials need our own heartbeat
+        # A database study (create_study wraps the RDBStorage in a cache, so ask the storage
+        # whether it beats rather than checking its class): Optuna beats only inside
+        # study.optimize, so ask/tell trials need our own heartbeat.
+        if getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None:
             self._heartbeat = threading.Thread(target=self._beat, name="optuna-heartbeat", daemon=True)
             self._heartbeat.start()
 
@@ -183,13 +186,17 @@ class OptunaTuner:
 
     def ask(self, n: int) -> list[Suggestion]:
         out = []
-        if self._heartbeat is not None:
-            # trials of a dead process (no heartbeat) are failed; the retry callback re-queues them
-            optuna.storages.fail_stale_trials(self.study)
-        for _ in range(n):
-            trial = self.study.ask()
-            self._trials[trial.number] = trial
-            out.append(Suggestion(trial.number, self._suggest(trial)))
+        with warnings.catch_warnings():
+            # heartbeats outside study.optimize are what we do on purpose (see _beat)
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if self._heartbeat is not None:
+                # trials of a dead process (no heartbeat) are failed; the retry callback re-queues them
+                optuna.storages.fail_stale_trials(self.study)
+            for _ in range(n):
+                trial = self.study.ask()
+                self._trials[trial.number] = trial
+                out.append(Suggestion(trial.number, self._suggest(trial)))
         return out
 
     def report(self, number: int, step: int, value: float) -> bool:
@@ -207,6 +214,28 @@ class OptunaTuner:
             self.study.tell(trial, state=OptunaState.PRUNED)
         else:
             self.study.tell(trial, state=OptunaState.FAIL)
+
+    def shared_progress(self) -> Progress | None:
+        """Every process's finished trials on a shared (database) study; None for a journal.
+
+        The count, the best value and the steps come from one read, and the finished set only
+        grows, so a larger count never comes with a worse best: the parent's curves stay
+        monotone while several processes log to them.
+        """
+        if self._heartbeat is None:
+            return None
+        finished = steps = 0
+        best: float | None = None
+        done = (OptunaState.COMPLETE, OptunaState.PRUNED, OptunaState.FAIL)
+        for t in self.study.get_trials(deepcopy=False, states=done):
+            if t.user_attrs.get("harness_reason") == INTERRUPTED:
+                continue
+            finished += 1
+            steps += max(t.intermediate_values, default=0)
+            if t.state == OptunaState.COMPLETE and t.value is not None and (
+                    best is None or self.spec.metric.better(t.value, best)):
+                best = t.value
+        return Progress(finished, best, steps)
 
     def restore(self) -> Restored:
         """Read the study back; fail trials a dead driver left RUNNING and re-queue them once."""

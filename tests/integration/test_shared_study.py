@@ -80,5 +80,18 @@ def test_four_processes_one_study_one_server(tmp_path, write_space, pg_pair):
             blob = " ".join([*r.data.tags.values(), *r.data.params.values()])
             assert "hunter2secret" not in blob
         assert "postgresql://postgres:***@" in parents[0].data.tags["harness.command"]
+
+        # the parent's curves are the study's, not one process's: steps count every process's
+        # finished trials, and a later step never has a worse best
+        history = client.get_metric_history(parents[0].info.run_id, "best_so_far")
+        by_step: dict[int, set[float]] = {}
+        for m in history:
+            by_step.setdefault(m.step, set()).add(m.value)
+        assert all(len(v) == 1 for v in by_step.values()), by_step
+        steps = sorted(by_step)
+        assert steps[-1] == 100 and len(steps) > 25
+        values = [by_step[s].pop() for s in steps]
+        assert all(b <= a for a, b in zip(values, values[1:], strict=False)), values
+        assert values[-1] == min(k.data.metrics["value"] for k in kids)
     finally:
         server.stop()

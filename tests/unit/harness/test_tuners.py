@@ -135,3 +135,62 @@ def test_a_journal_lock_left_by_a_killed_driver_is_broken(tmp_path, monkeypatch)
     again.ask()  # writes to the journal: needs the lock
     assert time.monotonic() - t0 < 30
     assert len(again.trials) == 1
+
+
+def test_a_shared_study_reports_every_process_progress(tmp_path):
+    """Two tuners on one database study stand for two processes: each sees the other's trials
+    in shared_progress (interrupted ones left out), and a journal study has no shared view."""
+    from harness.tuners.base import INTERRUPTED
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    a = make_tuner("optuna", SPEC, TunerOptions(seed=0, storage=url, study_name="s"))
+    b = make_tuner("optuna", SPEC, TunerOptions(seed=1, storage=url, study_name="s"))
+    try:
+        assert a.shared_progress().finished == 0
+        (sa,) = a.ask(1)
+        (sb,) = b.ask(1)
+        a.report(sa.number, 1, 9.0)
+        a.report(sa.number, 4, 5.0)
+        a.tell(TrialResult(sa.number, sa.params, TrialState.COMPLETE, value=5.0, steps=4))
+        b.report(sb.number, 2, 3.0)
+        b.tell(TrialResult(sb.number, sb.params, TrialState.PRUNED, value=3.0, steps=2))
+        (sc,) = b.ask(1)
+        b.tell(TrialResult(sc.number, sc.params, TrialState.COMPLETE, value=2.0, steps=0))
+        (sd,) = a.ask(1)
+        a.tell(TrialResult(sd.number, sd.params, TrialState.FAILED, reason=INTERRUPTED))
+        for tuner in (a, b):
+            view = tuner.shared_progress()
+            assert (view.finished, view.best, view.cum_steps) == (3, 2.0, 6)
+    finally:
+        a.close()
+        b.close()
+    journal = make_tuner("optuna", SPEC, TunerOptions(seed=0, state_dir=tmp_path / "j"))
+    assert journal.shared_progress() is None
+
+
+def test_a_dead_process_trial_is_failed_and_retried_a_live_one_is_not(tmp_path, monkeypatch):
+    """Heartbeats on a database study: the trial of a process that stopped beating is failed
+    and its configuration retried by another process; a live process's trial is left alone."""
+    import time
+
+    import harness.tuners.optuna as optuna_backend
+
+    monkeypatch.setattr(optuna_backend, "HEARTBEAT_S", 1)  # beats every 0.5 s, stale after 2 s
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    dead = make_tuner("optuna", SPEC, TunerOptions(seed=0, storage=url, study_name="s"))
+    live = make_tuner("optuna", SPEC, TunerOptions(seed=1, storage=url, study_name="s"))
+    other = make_tuner("optuna", SPEC, TunerOptions(seed=2, storage=url, study_name="s"))
+    try:
+        (d,) = dead.ask(1)
+        (lv,) = live.ask(1)
+        time.sleep(1.2)  # both have beaten
+        dead.close()  # what the database sees of a process that died: no more beats, no tell
+        time.sleep(2.8)
+        (retry,) = other.ask(1)
+        states = {t.number: t.state.name for t in other.study.get_trials(deepcopy=False)}
+        assert states[d.number] == "FAIL"
+        assert states[lv.number] == "RUNNING"
+        assert retry.params == d.params and retry.number not in (d.number, lv.number)
+    finally:
+        for t in (dead, live, other):
+            t.close()
