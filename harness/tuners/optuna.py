@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -120,12 +121,37 @@ def make_storage(storage: str | None, state_dir: Path | None) -> optuna.storages
     return journal(storage)
 
 
+OWNER_ATTR = "harness_owner"
+
+
+def _beats(storage: optuna.storages.BaseStorage) -> bool:
+    """A database storage with heartbeats: one study that several processes can share."""
+    return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
+
+
+def _owner(state_dir: Path | None) -> str | None:
+    """The sweep's owner id on a shared study: made once, kept in its state folder, so the same
+    sweep resumed knows its own trials from those of the other processes."""
+    if state_dir is None:
+        return None
+    path = state_dir / "optuna.owner"
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    owner = uuid.uuid4().hex
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(owner)
+    os.replace(tmp, path)
+    return owner
+
+
 class OptunaTuner:
     name = "optuna"
 
-    def __init__(self, spec: SweepSpec, study: optuna.Study) -> None:
+    def __init__(self, spec: SweepSpec, study: optuna.Study, owner: str | None = None) -> None:
         self.spec = spec
         self.study = study
+        self.owner = owner or uuid.uuid4().hex  # this process's mark on the trials it runs
         self.dists = distributions(spec)
         self._trials: dict[int, optuna.Trial] = {}
         self._heartbeat: threading.Thread | None = None
@@ -133,7 +159,7 @@ class OptunaTuner:
         # A database study (create_study wraps the RDBStorage in a cache, so ask the storage
         # whether it beats rather than checking its class): Optuna beats only inside
         # study.optimize, so ask/tell trials need our own heartbeat.
-        if getattr(study._storage, "get_heartbeat_interval", lambda: None)() is not None:
+        if _beats(study._storage):
             self._heartbeat = threading.Thread(target=self._beat, name="optuna-heartbeat", daemon=True)
             self._heartbeat.start()
 
@@ -163,7 +189,7 @@ class OptunaTuner:
         n = len(study.get_trials(deepcopy=False))
         if n:  # resumed or shared: a sampler restarted from the same seed would replay its draws
             study.sampler = make_sampler(options.sampler, (options.seed + 1_000_003 * n) % 2**31)
-        return cls(spec, study)
+        return cls(spec, study, owner=_owner(options.state_dir) if _beats(storage) else None)
 
     def enqueue(self, params: dict[str, Any]) -> None:
         """Evaluate ``params`` before the sampler's own suggestions."""
@@ -195,6 +221,8 @@ class OptunaTuner:
                 optuna.storages.fail_stale_trials(self.study)
             for _ in range(n):
                 trial = self.study.ask()
+                if self._heartbeat is not None:  # a shared study: say whose trial it is
+                    trial.set_user_attr(OWNER_ATTR, self.owner)
                 self._trials[trial.number] = trial
                 out.append(Suggestion(trial.number, self._suggest(trial)))
         return out
@@ -238,13 +266,18 @@ class OptunaTuner:
         return Progress(finished, best, steps)
 
     def restore(self) -> Restored:
-        """Read the study back; fail trials a dead driver left RUNNING and re-queue them once."""
+        """Read the study back; fail trials a dead driver left RUNNING and re-queue them once.
+
+        On a shared (database) study only this sweep's own trials are read back (those marked
+        with its owner id, kept in its state folder): other processes' trials are theirs to
+        finish, or the heartbeats', and do not count toward this process's budget.
+        """
         trials = self.study.get_trials(deepcopy=False)
         requeued = {t.user_attrs.get("harness_requeue_of") for t in trials}
         out = Restored()
         for t in trials:
-            if t.state == OptunaState.RUNNING and self._heartbeat is not None:
-                continue  # shared study: maybe another live process's; heartbeats decide
+            if self._heartbeat is not None and t.user_attrs.get(OWNER_ATTR) != self.owner:
+                continue
             if t.state == OptunaState.RUNNING:
                 self.study._storage.set_trial_user_attr(t._trial_id, "harness_reason", INTERRUPTED)
                 self.study.tell(t.number, state=OptunaState.FAIL)

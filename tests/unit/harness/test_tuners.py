@@ -194,3 +194,32 @@ def test_a_dead_process_trial_is_failed_and_retried_a_live_one_is_not(tmp_path, 
     finally:
         for t in (dead, live, other):
             t.close()
+
+
+def test_a_resumed_process_reads_back_only_its_own_trials_of_a_shared_study(tmp_path):
+    """Resuming one process of a shared study: its trials left running are failed and queued
+    again at once; another live process's running trial is not touched, and finished trials of
+    others do not count toward this process's budget."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    opts = {"storage": url, "study_name": "s"}
+    a = make_tuner("optuna", SPEC, TunerOptions(seed=0, state_dir=tmp_path / "a", **opts))
+    b = make_tuner("optuna", SPEC, TunerOptions(seed=1, state_dir=tmp_path / "b", **opts))
+    try:
+        a1, a2 = a.ask(2)
+        a.tell(TrialResult(a1.number, a1.params, TrialState.COMPLETE, value=1.0, steps=1))
+        b1, b2 = b.ask(2)
+        b.tell(TrialResult(b1.number, b1.params, TrialState.COMPLETE, value=0.5, steps=1))
+        a.close()  # a's driver dies with a2 running
+        again = make_tuner("optuna", SPEC, TunerOptions(seed=0, state_dir=tmp_path / "a", **opts))
+        try:
+            restored = again.restore()
+            assert [r.number for r in restored.finished] == [a1.number]
+            assert [(r.number, r.reason) for r in restored.interrupted] == [(a2.number, "interrupted")]
+            states = {t.number: t.state.name for t in again.study.get_trials(deepcopy=False)}
+            assert states[a2.number] == "FAIL" and states[b2.number] == "RUNNING"
+            (retry,) = again.ask(1)
+            assert retry.params == a2.params
+        finally:
+            again.close()
+    finally:
+        b.close()
