@@ -169,7 +169,7 @@ class SweepLoop:
                 free -= 1
             want = min(free, self.budget - asked)
             if want > 0 and not exhausted and not stats.stopped_early:
-                suggestions = self.tuner.ask(want)
+                suggestions = self._ask(want)
                 exhausted = not suggestions
                 for s in suggestions:
                     self._dispatch(s, tasks, stats)
@@ -178,7 +178,7 @@ class SweepLoop:
                     and asked < self.budget and self.prefetch:
                 # every worker is busy: compute the next suggestion now, so a worker that frees
                 # up starts at once instead of waiting for the tuner
-                suggestions = self.tuner.ask(1)
+                suggestions = self._ask(1)
                 exhausted = not suggestions
                 ready.extend(suggestions)
                 asked += len(suggestions)
@@ -206,6 +206,15 @@ class SweepLoop:
             seed=s.seed if s.seed is not None else trial_seed(self.seed, s.number),
             timeout=self.trial_timeout, artifact_dir=self._artifact_dir(s.number),
         )
+
+    def _ask(self, n: int) -> list[Suggestion]:
+        suggestions = self.tuner.ask(n)
+        take_lost = getattr(self.tuner, "take_lost", None)
+        if take_lost is not None:
+            lost = take_lost()  # another process's trials, found dead: settle their child runs
+            if lost:
+                self.tracker.reconcile(lost)
+        return suggestions
 
     def _dispatch(self, s: Suggestion, tasks: dict[int, TrialTask], stats: SweepStats) -> None:
         task = self._task(s)

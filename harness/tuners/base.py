@@ -120,8 +120,9 @@ class Tuner(Protocol):
 
     # Optional: ``enqueue(params)`` evaluates known configurations first; ``restore() -> Restored``
     # makes the tuner resumable; ``shared_progress() -> Progress | None`` gives the progress of a
-    # study that other processes share, for the parent run's curves (the sweep loop checks with
-    # hasattr).
+    # study that other processes share, for the parent run's curves, and ``take_lost() ->
+    # list[TrialResult]`` the trials of other processes it found dead, whose runs the sweep
+    # settles (the sweep loop checks with hasattr).
 
 
 @dataclass

@@ -38,6 +38,35 @@ from harness.tuners.base import (
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 HEARTBEAT_S = 10  # a process silent for 2 intervals has its running trials failed and retried
+HEARTBEAT_ENV = "HARNESS_HEARTBEAT_S"  # overrides it (whole seconds), e.g. for a quick test
+LOST = "its process stopped beating (died or hung); retried by another process"
+
+
+def heartbeat_s() -> int:
+    """The heartbeat interval of shared studies: ``HARNESS_HEARTBEAT_S`` or 10 s."""
+    raw = os.environ.get(HEARTBEAT_ENV)
+    if raw is None:
+        return HEARTBEAT_S
+    try:
+        value = int(raw)
+        if value < 1:
+            raise ValueError
+    except ValueError:
+        raise TunerError(f"{HEARTBEAT_ENV}={raw}: must be a whole number of seconds >= 1") from None
+    return value
+
+
+class _RetryAndRecord:
+    """Optuna's stale-trial callback: retry the trial once (Optuna's own callback) and keep it, so
+    the sweep that found it can settle its MLflow run (its own process is gone)."""
+
+    def __init__(self) -> None:
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        self.lost: list[optuna.trial.FrozenTrial] = []
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.lost.append(trial)
+        self.retry(study, trial)
 PRUNERS = ("none", "median", "hyperband", "sha")
 
 
@@ -103,13 +132,14 @@ def make_storage(storage: str | None, state_dir: Path | None) -> optuna.storages
         import random
         import time
 
+        beat = heartbeat_s()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             for attempt in range(5):
                 try:
                     return optuna.storages.RDBStorage(
-                        storage, heartbeat_interval=HEARTBEAT_S, grace_period=2 * HEARTBEAT_S,
-                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                        storage, heartbeat_interval=beat, grace_period=2 * beat,
+                        heartbeat_stale_trial_callback=_RetryAndRecord(),
                     )
                 except Exception as exc:  # SQLAlchemy raises many types for a bad URL or a dead server
                     # several processes creating the tables at once collide: the next try finds them
@@ -148,10 +178,12 @@ def _owner(state_dir: Path | None) -> str | None:
 class OptunaTuner:
     name = "optuna"
 
-    def __init__(self, spec: SweepSpec, study: optuna.Study, owner: str | None = None) -> None:
+    def __init__(self, spec: SweepSpec, study: optuna.Study, owner: str | None = None,
+                 lost: _RetryAndRecord | None = None) -> None:
         self.spec = spec
         self.study = study
         self.owner = owner or uuid.uuid4().hex  # this process's mark on the trials it runs
+        self._lost = lost  # other processes' trials this one found dead
         self.dists = distributions(spec)
         self._trials: dict[int, optuna.Trial] = {}
         self._heartbeat: threading.Thread | None = None
@@ -165,7 +197,7 @@ class OptunaTuner:
 
     def _beat(self) -> None:
         storage = self.study._storage
-        while not self._closing.wait(HEARTBEAT_S / 2):
+        while not self._closing.wait(storage.get_heartbeat_interval() / 2):  # type: ignore[attr-defined]
             for trial in list(self._trials.values()):
                 try:
                     storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
@@ -189,7 +221,9 @@ class OptunaTuner:
         n = len(study.get_trials(deepcopy=False))
         if n:  # resumed or shared: a sampler restarted from the same seed would replay its draws
             study.sampler = make_sampler(options.sampler, (options.seed + 1_000_003 * n) % 2**31)
-        return cls(spec, study, owner=_owner(options.state_dir) if _beats(storage) else None)
+        callback = getattr(storage, "heartbeat_stale_trial_callback", None)
+        return cls(spec, study, owner=_owner(options.state_dir) if _beats(storage) else None,
+                   lost=callback if isinstance(callback, _RetryAndRecord) else None)
 
     def enqueue(self, params: dict[str, Any]) -> None:
         """Evaluate ``params`` before the sampler's own suggestions."""
@@ -234,14 +268,31 @@ class OptunaTuner:
 
     def tell(self, result: TrialResult) -> None:
         trial = self._trials.pop(result.number, result.number)
+        # on a shared study a process that stalled past the grace period may find its trial
+        # already failed (and retried) by another: that record stands
+        skip = self._heartbeat is not None
         if result.reason == INTERRUPTED and not isinstance(trial, int):
-            trial.set_user_attr("harness_reason", INTERRUPTED)
+            try:
+                trial.set_user_attr("harness_reason", INTERRUPTED)
+            except RuntimeError:  # already finished by the heartbeat check
+                if not skip:
+                    raise
         if result.state is TrialState.COMPLETE:
-            self.study.tell(trial, result.value)
+            self.study.tell(trial, result.value, skip_if_finished=skip)
         elif result.state is TrialState.PRUNED:
-            self.study.tell(trial, state=OptunaState.PRUNED)
+            self.study.tell(trial, state=OptunaState.PRUNED, skip_if_finished=skip)
         else:
-            self.study.tell(trial, state=OptunaState.FAIL)
+            self.study.tell(trial, state=OptunaState.FAIL, skip_if_finished=skip)
+
+    def take_lost(self) -> list[TrialResult]:
+        """Other processes' trials that this one found dead (no heartbeat) since the last call:
+        failed, their configuration queued again; the sweep settles their MLflow runs."""
+        if self._lost is None or not self._lost.lost:
+            return []
+        lost, self._lost.lost = self._lost.lost, []
+        return [TrialResult(t.number, dict(t.params), TrialState.FAILED, reason=LOST,
+                            steps=max(t.intermediate_values, default=0))
+                for t in lost if t.number not in self._trials]
 
     def shared_progress(self) -> Progress | None:
         """Every process's finished trials on a shared (database) study; None for a journal.

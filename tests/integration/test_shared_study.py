@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -94,4 +97,67 @@ def test_four_processes_one_study_one_server(tmp_path, write_space, pg_pair):
         assert all(b <= a for a, b in zip(values, values[1:], strict=False)), values
         assert values[-1] == min(k.data.metrics["value"] for k in kids)
     finally:
+        server.stop()
+
+
+def test_a_dead_process_trial_is_failed_retried_and_settled(tmp_path, write_space, postgres_db):
+    """SIGKILL one of two processes while its trial runs: the other, by the heartbeats (1 s here),
+    fails that trial, runs its configuration again and settles its MLflow run."""
+    from harness.tuners.optuna import LOST, OWNER_ATTR
+
+    server = MlflowServer(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts").start()
+    space = write_space(SPACE.replace("pause: 0.02", "pause: 0.5").replace("steps: 2", "steps: 4"))
+    storage = f"postgresql://postgres@127.0.0.1:5432/{postgres_db}"
+    env = harness_env() | {"HARNESS_HEARTBEAT_S": "1"}
+
+    def launch(i: int, trials: int) -> subprocess.Popen:
+        (tmp_path / f"p{i}").mkdir()
+        return subprocess.Popen(
+            [sys.executable, "-m", "harness.cli", "sweep", str(space), "--tuner", "optuna",
+             "--storage", storage, "--name", "shared", "--trials", str(trials), "--workers", "1",
+             "--devices", "cpu", "--tracking-uri", server.url, "--seed", str(i)],
+            cwd=tmp_path / f"p{i}", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )
+
+    victim, survivor = launch(0, 5), launch(1, 8)
+    try:
+        owner_file = tmp_path / "p0" / ".harness" / "sweeps" / "shared" / "optuna.owner"
+        running: list[optuna.trial.FrozenTrial] = []
+        deadline = time.time() + 120
+        while not running and time.time() < deadline and victim.poll() is None:
+            time.sleep(0.3)
+            if owner_file.exists():
+                owner = owner_file.read_text().strip()
+                study = optuna.load_study(study_name="shared", storage=storage)
+                running = [t for t in study.get_trials(deepcopy=False)
+                           if t.state.name == "RUNNING" and t.user_attrs.get(OWNER_ATTR) == owner]
+        assert running, "the victim never ran a trial"
+        time.sleep(1.0)  # it has beaten at least once
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+        out, err = survivor.communicate(timeout=300)
+        assert survivor.returncode == 0, err[-3000:]
+
+        lost = running[0]
+        trials = optuna.load_study(study_name="shared", storage=storage).get_trials(deepcopy=False)
+        assert next(t for t in trials if t.number == lost.number).state.name == "FAIL"
+        retried = [t for t in trials if t.system_attrs.get("failed_trial") == lost.number]
+        assert len(retried) == 1 and retried[0].params == lost.params
+        assert retried[0].state.name == "COMPLETE"
+
+        client = MlflowClient(server.url)
+        exp = client.get_experiment_by_name("space")
+        kids = [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+                if r.data.tags.get("harness.kind") == "trial"]
+        mine = [k for k in kids if k.data.tags["harness.trial"] == str(lost.number)]
+        assert len(mine) == 1, "the lost trial's run is settled, not written twice"
+        assert mine[0].data.tags["harness.state"] == "failed"
+        assert mine[0].data.tags["harness.reason"] == LOST
+        again = [k for k in kids if k.data.tags["harness.trial"] == str(retried[0].number)]
+        assert [k.data.tags["harness.state"] for k in again] == ["complete"]
+    finally:
+        for p in (victim, survivor):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
         server.stop()

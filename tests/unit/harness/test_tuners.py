@@ -173,9 +173,9 @@ def test_a_dead_process_trial_is_failed_and_retried_a_live_one_is_not(tmp_path, 
     and its configuration retried by another process; a live process's trial is left alone."""
     import time
 
-    import harness.tuners.optuna as optuna_backend
+    from harness.tuners.optuna import LOST
 
-    monkeypatch.setattr(optuna_backend, "HEARTBEAT_S", 1)  # beats every 0.5 s, stale after 2 s
+    monkeypatch.setenv("HARNESS_HEARTBEAT_S", "1")  # beats every 0.5 s, stale after 2 s
     url = f"sqlite:///{tmp_path / 'study.db'}"
     dead = make_tuner("optuna", SPEC, TunerOptions(seed=0, storage=url, study_name="s"))
     live = make_tuner("optuna", SPEC, TunerOptions(seed=1, storage=url, study_name="s"))
@@ -191,6 +191,10 @@ def test_a_dead_process_trial_is_failed_and_retried_a_live_one_is_not(tmp_path, 
         assert states[d.number] == "FAIL"
         assert states[lv.number] == "RUNNING"
         assert retry.params == d.params and retry.number not in (d.number, lv.number)
+        # the one that found it hands it to its sweep (to settle the MLflow run), once
+        assert [(r.number, r.state, r.reason) for r in other.take_lost()] == [
+            (d.number, TrialState.FAILED, LOST)]
+        assert other.take_lost() == [] and live.take_lost() == []
     finally:
         for t in (dead, live, other):
             t.close()
@@ -223,3 +227,10 @@ def test_a_resumed_process_reads_back_only_its_own_trials_of_a_shared_study(tmp_
             again.close()
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "1.5", "soon"])
+def test_a_bad_heartbeat_interval_is_refused(raw, monkeypatch, tmp_path):
+    monkeypatch.setenv("HARNESS_HEARTBEAT_S", raw)
+    with pytest.raises(TunerError, match=f"^HARNESS_HEARTBEAT_S={raw}: must be a whole number"):
+        make_tuner("optuna", SPEC, TunerOptions(storage=f"sqlite:///{tmp_path / 's.db'}"))
