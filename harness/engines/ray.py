@@ -67,6 +67,11 @@ def check_address(address: str | None) -> None:
         raise EngineError(f"--ray-address {address}: no Ray cluster answers at {host}:{port} ({why})") from None
     if not address.startswith("ray://"):
         problem = _gcs_problem(f"{host}:{port}")
+        if problem and ("AuthenticationError" in problem or "InvalidAuthToken" in problem):
+            raise EngineError(
+                f"--ray-address {address}: the cluster refused this process's token (token "
+                "authentication is on there: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, or "
+                "RAY_AUTH_TOKEN_PATH, to the cluster's token; 'ray get-auth-token' prints it)")
         if problem:
             raise EngineError(f"--ray-address {address}: {host}:{port} answers, but not as a Ray "
                               f"cluster ({problem})")

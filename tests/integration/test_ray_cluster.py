@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -29,7 +30,11 @@ def test_sweep_on_a_ray_cluster(tmp_path, write_space):
     ray = Path(sys.executable).with_name("ray")
     env = harness_env()
     env.pop("RAY_ADDRESS", None)
-    env["RAY_AUTH_MODE"] = "disabled"  # a throwaway cluster on loopback, torn down by the test
+    # token authentication, as the README's cluster steps set it up: every process of the
+    # cluster and every driver share one token
+    token = secrets.token_hex(16)
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN"] = token
     head = subprocess.Popen(
         [str(ray), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
@@ -59,6 +64,22 @@ def test_sweep_on_a_ray_cluster(tmp_path, write_space):
         assert parent.data.tags["harness.engine"] == "ray"
         states = [(k.data.tags["harness.state"], k.data.tags.get("harness.reason")) for k in kids]
         assert len(kids) == 4 and all(s == "complete" for s, _ in states), states
+        for r in runs:  # the token is the environment's, never logged
+            assert token not in " ".join([*r.data.tags.values(), *r.data.params.values()])
+
+        # a driver without the token is refused in one line, before anything is created
+        wrong = env | {"RAY_AUTH_TOKEN": secrets.token_hex(16)}
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "sweep", str(space), "--tuner", "random",
+             "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", "--workers", "2",
+             "--devices", "cpu", "--tracking-uri", f"sqlite:///{tmp_path / 'other.db'}",
+             "--name", "intruder"],
+            cwd=tmp_path, env=wrong, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert "refused this process's token" in proc.stderr and token not in proc.stderr
+        assert not (tmp_path / "other.db").exists()
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
