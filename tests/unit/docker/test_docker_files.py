@@ -38,9 +38,13 @@ def compose_config() -> dict:
             pytest.fail("docker-compose is missing: .ci/run installs it (apt-get install docker-compose)")
         pytest.skip("docker-compose not installed (apt-get install docker-compose)")
     out = subprocess.run([exe, "-f", str(DOCKER / "compose.yaml"), "config"], capture_output=True,
-                         text=True, timeout=60, env={**os.environ, "POSTGRES_PASSWORD": "pw"})
+                         text=True, timeout=60,
+                         env={**os.environ, "POSTGRES_PASSWORD": "pw", "RAY_AUTH_TOKEN": TOKEN})
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
+
+
+TOKEN = "0123456789abcdef0123456789abcdef"
 
 
 def test_compose_validates_and_binds_loopback_by_default():
@@ -55,6 +59,19 @@ def test_compose_validates_and_binds_loopback_by_default():
     assert gpus["driver"] == "nvidia" and "gpu" in gpus["capabilities"]
     assert services["mlflow"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert "postgresql://" in " ".join(services["mlflow"]["command"])
+    for name in ("ray-head", "ray-worker", "sweep"):  # one cluster, one token, auth on
+        env = services[name]["environment"]
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == TOKEN, name
+
+
+def test_compose_refuses_to_start_ray_without_a_token():
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose not installed")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+    out = subprocess.run([exe, "-f", str(DOCKER / "compose.yaml"), "config"], capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert out.returncode != 0 and "RAY_AUTH_TOKEN" in out.stderr
 
 
 def test_compose_opt_out_of_loopback():
@@ -62,6 +79,6 @@ def test_compose_opt_out_of_loopback():
     if exe is None:
         pytest.skip("docker-compose not installed")
     out = subprocess.run([exe, "-f", str(DOCKER / "compose.yaml"), "config"], capture_output=True, text=True,
-                         timeout=60, env={**os.environ, "HARNESS_BIND": "0.0.0.0"})
+                         timeout=60, env={**os.environ, "HARNESS_BIND": "0.0.0.0", "RAY_AUTH_TOKEN": TOKEN})
     assert out.returncode == 0, out.stderr
     assert "0.0.0.0:5000:5000" in out.stdout
