@@ -176,8 +176,7 @@ def ls(
     for col in ("name", "objective", "tuner", "engine", "trials", "best", "state", "started"):
         t.add_column(col)
     for r in rows:
-        trials = f"{r.finished if r.finished is not None else '?'} / {r.budget if r.budget is not None else '?'}"
-        t.add_row(r.name, r.objective, r.tuner, r.engine, trials, fmt(r.best), r.state, fmt_time(r.started))
+        t.add_row(r.name, r.objective, r.tuner, r.engine, r.trials(), fmt(r.best), r.state, fmt_time(r.started))
     console.print(t)
 
 

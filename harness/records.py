@@ -33,6 +33,12 @@ class SweepRow:
     state: str = "?"
     started: float | None = None
     where: str = ""  # mlflow, local, or both
+    shared: bool = False  # several processes on one study: the budget is each one's
+
+    def trials(self) -> str:
+        done = "?" if self.finished is None else str(self.finished)
+        budget = "?" if self.budget is None else str(self.budget)
+        return f"{done} / {budget} each" if self.shared else f"{done} / {budget}"
 
 
 def _client(uri: str) -> Any:
@@ -85,6 +91,7 @@ def list_sweeps(uri: str | None, state_root: Path) -> list[SweepRow]:
                 budget=int(t["harness.budget"]) if "harness.budget" in t else None,
                 best=m.get("best_so_far"), state=STATE_MAP.get(run.info.status, run.info.status.lower()),
                 started=run.info.start_time / 1000, where="mlflow",
+                shared=t.get("harness.shared") == "true",
             )
     if state_root.is_dir():
         for state_file in sorted(state_root.glob("*/state.json")):

@@ -286,7 +286,8 @@ def launch(
         name=p.name, experiment=p.experiment, tuner=options.tuner, objective=spec.objective,
         engine=options.engine, seed=options.seed, spec_yaml=spec.to_yaml(), spec_hash=spec.hash(),
         metric=spec.metric.name, goal=spec.metric.goal, params=dict(spec.fixed),
-        tags={**provenance(options.command), "harness.budget": str(p.trials), **options.tags},
+        tags={**provenance(options.command), "harness.budget": str(p.trials),
+              **({"harness.shared": "true"} if shared else {}), **options.tags},
     )
     # fails here, before any worker starts, when the store does not answer
     parent = tracker.start_sweep(info, parent_run_id=state.get("parent_run_id"),

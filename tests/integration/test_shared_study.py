@@ -96,6 +96,16 @@ def test_four_processes_one_study_one_server(tmp_path, write_space, pg_pair):
         values = [by_step[s].pop() for s in steps]
         assert all(b <= a for a, b in zip(values, values[1:], strict=False)), values
         assert values[-1] == min(k.data.metrics["value"] for k in kids)
+
+        # harness ls shows the whole study's count against each process's budget
+        listing = subprocess.run(
+            [sys.executable, "-m", "harness.cli", "ls", "--tracking-uri", server.url],
+            cwd=tmp_path / "p0", env=harness_env() | {"COLUMNS": "200"}, capture_output=True, text=True,
+            timeout=120,
+        )
+        assert listing.returncode == 0, listing.stderr[-2000:]
+        row = next(line for line in listing.stdout.splitlines() if "shared" in line)
+        assert "100 / 25 each" in row, listing.stdout
     finally:
         server.stop()
 
