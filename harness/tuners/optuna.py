@@ -37,6 +37,7 @@ from harness.tuners.base import (
 )
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
+PRUNERS = ("none", "median", "hyperband", "sha")
 HEARTBEAT_S = 10  # a process silent for 2 intervals has its running trials failed and retried
 HEARTBEAT_ENV = "HARNESS_HEARTBEAT_S"  # overrides it (whole seconds), e.g. for a quick test
 LOST = "its process stopped beating (died or hung); retried by another process"
@@ -67,7 +68,6 @@ class _RetryAndRecord:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.lost.append(trial)
         self.retry(study, trial)
-PRUNERS = ("none", "median", "hyperband", "sha")
 
 
 def distributions(spec: SweepSpec) -> dict[str, BaseDistribution]:
