@@ -19,7 +19,15 @@ def test_gpu_check_cpu_path():
     out = proc.stdout
     assert "no CUDA device here" in out
     assert "(a) 2 trials ran on ['cpu']: OK" in out
-    rows = [line for line in out.splitlines() if line.startswith("locoprop-quick")]
-    assert [row.split()[1] for row in rows] == ["1", "2"]
-    assert all(row.split()[4] == "0" for row in rows), "no trial failed"
+    lines = out.splitlines()
+    # the header's two-word columns ('x K=1', 'trial s', ...) are one cell each in the rows
+    header = next(line for line in lines if line.startswith("space"))
+    cells = header.replace("x K=1", "x_K=1").replace("trial s", "trial_s").replace(
+        "slots busy", "slots_busy").replace("peak MB/trial", "peak_MB/trial").replace(
+        "GPU util %", "GPU_util_%").replace("GPU mem MB", "GPU_mem_MB").split()
+    rows = [dict(zip(cells, line.split(), strict=True)) for line in lines
+            if line.startswith("locoprop-quick")]
+    assert [row["K"] for row in rows] == ["1", "2"]
+    assert all(row["failed"] == "0" for row in rows), rows
+    assert all(float(row["trials/min"]) > 0 and 0 < float(row["slots_busy"]) <= 1.0 for row in rows), rows
     assert out.rstrip().endswith("OK")
