@@ -21,6 +21,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.files import write_atomic
+
 ENTRY_POINT_GROUP = "harness.objectives"
 
 ReportFn = Callable[[int, Mapping[str, float]], None]
@@ -64,9 +66,7 @@ class TrialContext:
             raise RuntimeError("this trial has no artifact_dir to save a checkpoint into")
         import pickle
 
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(pickle.dumps(state))
-        tmp.replace(path)
+        write_atomic(path, pickle.dumps(state))
 
     def load(self) -> Any | None:
         path = self.checkpoint_path()

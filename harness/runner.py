@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.engines.base import EngineError
+from harness.files import write_atomic
 from harness.objective import check_objective
 from harness.spec import SweepSpec, load_spec
 from harness.sweep import SweepLoop, SweepStats
@@ -210,11 +211,8 @@ def provenance(command: str | None) -> dict[str, str]:
 
 
 def _write_state(state_dir: Path, data: dict[str, Any]) -> None:
-    """Atomically replace the sweep's state.json (write, then os.replace)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / "state.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, state_dir / "state.json")
+    """Atomically replace the sweep's state.json."""
+    write_atomic(state_dir / "state.json", json.dumps(data, indent=2, sort_keys=True))
 
 
 class SweepInterrupted(Exception):

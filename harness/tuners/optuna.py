@@ -23,6 +23,7 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState as OptunaState
 
+from harness.files import write_atomic
 from harness.masking import mask_url
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
 from harness.tuners.base import (
@@ -167,11 +168,8 @@ def _owner(state_dir: Path | None) -> str | None:
     path = state_dir / "optuna.owner"
     if path.exists():
         return path.read_text().strip()
-    state_dir.mkdir(parents=True, exist_ok=True)
     owner = uuid.uuid4().hex
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(owner)
-    os.replace(tmp, path)
+    write_atomic(path, owner)
     return owner
 
 

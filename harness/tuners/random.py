@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.files import write_atomic
 from harness.spec import SweepSpec
 from harness.tuners.base import (
     INTERRUPTED,
@@ -51,11 +51,9 @@ class RandomTuner:
     def _save(self) -> None:
         if self._path is None:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
         queue = [{"params": p, "requeue_of": r} for p, r in self._queue]
-        tmp.write_text(json.dumps({"next_number": self.next_number, "trials": self._trials, "queue": queue}))
-        os.replace(tmp, self._path)
+        write_atomic(self._path, json.dumps({"next_number": self.next_number, "trials": self._trials,
+                                             "queue": queue}))
 
     def enqueue(self, params: dict[str, Any]) -> None:
         """Evaluate ``params`` before any random draw."""
