@@ -155,6 +155,11 @@ def make_storage(storage: str | None, state_dir: Path | None) -> optuna.storages
 OWNER_ATTR = "harness_owner"
 
 
+def _steps(trial: optuna.trial.FrozenTrial) -> int:
+    """The training steps a trial used: the last step it reported (0 if none)."""
+    return max(trial.intermediate_values, default=0)
+
+
 def _beats(storage: optuna.storages.BaseStorage) -> bool:
     """A database storage with heartbeats: one study that several processes can share."""
     return getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
@@ -176,20 +181,22 @@ def _owner(state_dir: Path | None) -> str | None:
 class OptunaTuner:
     name = "optuna"
 
-    def __init__(self, spec: SweepSpec, study: optuna.Study, owner: str | None = None,
+    def __init__(self, spec: SweepSpec, study: optuna.Study, state_dir: Path | None = None,
                  lost: _RetryAndRecord | None = None) -> None:
         self.spec = spec
         self.study = study
-        self.owner = owner or uuid.uuid4().hex  # this process's mark on the trials it runs
         self._lost = lost  # other processes' trials this one found dead
         self.dists = distributions(spec)
         self._trials: dict[int, optuna.Trial] = {}
         self._heartbeat: threading.Thread | None = None
         self._closing = threading.Event()
-        # A database study (create_study wraps the RDBStorage in a cache, so ask the storage
-        # whether it beats rather than checking its class): Optuna beats only inside
-        # study.optimize, so ask/tell trials need our own heartbeat.
-        if _beats(study._storage):
+        # A database study, which several processes may share (create_study wraps the
+        # RDBStorage in a cache, so ask the storage whether it beats rather than checking its
+        # class). Optuna beats only inside study.optimize: ask/tell trials need our own heartbeat.
+        self.shared = _beats(study._storage)
+        # this sweep's mark on the trials it runs in a shared study (kept to resume it)
+        self.owner = (_owner(state_dir) if self.shared else None) or uuid.uuid4().hex
+        if self.shared:
             self._heartbeat = threading.Thread(target=self._beat, name="optuna-heartbeat", daemon=True)
             self._heartbeat.start()
 
@@ -220,7 +227,7 @@ class OptunaTuner:
         if n:  # resumed or shared: a sampler restarted from the same seed would replay its draws
             study.sampler = make_sampler(options.sampler, (options.seed + 1_000_003 * n) % 2**31)
         callback = getattr(storage, "heartbeat_stale_trial_callback", None)
-        return cls(spec, study, owner=_owner(options.state_dir) if _beats(storage) else None,
+        return cls(spec, study, state_dir=options.state_dir,
                    lost=callback if isinstance(callback, _RetryAndRecord) else None)
 
     def enqueue(self, params: dict[str, Any]) -> None:
@@ -248,12 +255,12 @@ class OptunaTuner:
             # heartbeats outside study.optimize are what we do on purpose (see _beat)
             warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if self._heartbeat is not None:
+            if self.shared:
                 # trials of a dead process (no heartbeat) are failed; the retry callback re-queues them
                 optuna.storages.fail_stale_trials(self.study)
             for _ in range(n):
                 trial = self.study.ask()
-                if self._heartbeat is not None:  # a shared study: say whose trial it is
+                if self.shared:  # say whose trial it is
                     trial.set_user_attr(OWNER_ATTR, self.owner)
                 self._trials[trial.number] = trial
                 out.append(Suggestion(trial.number, self._suggest(trial)))
@@ -268,7 +275,7 @@ class OptunaTuner:
         trial = self._trials.pop(result.number, result.number)
         # on a shared study a process that stalled past the grace period may find its trial
         # already failed (and retried) by another: that record stands
-        skip = self._heartbeat is not None
+        skip = self.shared
         if result.reason == INTERRUPTED and not isinstance(trial, int):
             try:
                 trial.set_user_attr("harness_reason", INTERRUPTED)
@@ -288,8 +295,7 @@ class OptunaTuner:
         if self._lost is None or not self._lost.lost:
             return []
         lost, self._lost.lost = self._lost.lost, []
-        return [TrialResult(t.number, dict(t.params), TrialState.FAILED, reason=LOST,
-                            steps=max(t.intermediate_values, default=0))
+        return [TrialResult(t.number, dict(t.params), TrialState.FAILED, reason=LOST, steps=_steps(t))
                 for t in lost if t.number not in self._trials]
 
     def shared_progress(self) -> Progress | None:
@@ -299,7 +305,7 @@ class OptunaTuner:
         grows, so a larger count never comes with a worse best: the parent's curves stay
         monotone while several processes log to them.
         """
-        if self._heartbeat is None:
+        if not self.shared:
             return None
         finished = steps = 0
         best: float | None = None
@@ -308,7 +314,7 @@ class OptunaTuner:
             if t.user_attrs.get("harness_reason") == INTERRUPTED:
                 continue
             finished += 1
-            steps += max(t.intermediate_values, default=0)
+            steps += _steps(t)
             if t.state == OptunaState.COMPLETE and t.value is not None and (
                     best is None or self.spec.metric.better(t.value, best)):
                 best = t.value
@@ -325,14 +331,14 @@ class OptunaTuner:
         requeued = {t.user_attrs.get("harness_requeue_of") for t in trials}
         out = Restored()
         for t in trials:
-            if self._heartbeat is not None and t.user_attrs.get(OWNER_ATTR) != self.owner:
+            if self.shared and t.user_attrs.get(OWNER_ATTR) != self.owner:
                 continue
             if t.state == OptunaState.RUNNING:
                 self.study._storage.set_trial_user_attr(t._trial_id, "harness_reason", INTERRUPTED)
                 self.study.tell(t.number, state=OptunaState.FAIL)
             elif t.state == OptunaState.WAITING:
                 continue
-            steps = max(t.intermediate_values, default=0)
+            steps = _steps(t)
             interrupted = t.state == OptunaState.RUNNING or t.user_attrs.get("harness_reason") == INTERRUPTED
             state = {OptunaState.COMPLETE: TrialState.COMPLETE, OptunaState.PRUNED: TrialState.PRUNED}.get(
                 t.state, TrialState.FAILED)
