@@ -254,10 +254,9 @@ class SweepLoop:
         if read is None:
             return None
         try:
-            view: Progress | None = read()
+            return read()
         except Exception:  # a passing database fault must not cost a result: log our own view
             return None
-        return view
 
     def _artifact_dir(self, number: int) -> str | None:
         if self.artifact_root is None:
