@@ -1,0 +1,94 @@
+"""The population form of a trainer: up to K members of one structure trained as one batched model.
+
+A plain trainer is ``train(config, *, device, seed, report, artifact_dir=None) -> dict``: one
+trial per process. A trainer may also offer a *population form*, attached to the function as
+``train.population = PopulationForm(...)``. The harness then runs up to K trials whose
+configurations share a structural signature (the values of ``structural`` keys: widths, depths,
+batch sizes, loss types, ... anything that changes shapes or code paths) as one batched model:
+their parameters stacked with a leading [K] dimension, one forward and one backward for all,
+per-member hyperparameters (learning rates, loss coefficients, ...) as [K] tensors.
+
+Every member is a full trial. It keeps its own random stream (a ``torch.Generator`` seeded with
+its seed, drawn outside any vmap), so a member trained inside a population produces the same
+reports and final metrics as the same configuration trained alone by ``train`` with the same
+seed (float64 on CPU: equal to 1e-6 relative; the exactness tests check it). A member that
+diverges (NaN / inf) fails alone: its updates are masked, the others are unchanged.
+
+Continuous batching: members join at their own step 0 while others are midway (``add``), and
+leave when pruned, failed or done (``remove``), so a population stays full instead of draining
+to its slowest member. The harness drives it; the trainer never sees tuners or processes:
+
+    pop = train.population.make(config_of_first_member, capacity=K, device="cuda")
+    slot = pop.add(config, seed)              # joins at its step 0
+    while pop.occupied():
+        for ev in pop.advance():              # one unit (iteration / step / epoch) for everyone
+            if ev.kind == "report": ...       # ev.step, ev.metrics (as train's report would get)
+            else: pop.remove(ev.slot)         # "done" (ev.metrics: train's return) or "failed"
+
+Anchors: torch.func model ensembling (``stack_module_state``, ``functional_call``, ``vmap``);
+Flajolet et al., ICML 2022 (whole PBT populations on one accelerator).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+
+@dataclass(frozen=True)
+class MemberEvent:
+    """What happened to one member during one ``advance``."""
+
+    slot: int
+    kind: Literal["report", "done", "failed"]
+    step: int  # the member's own step (its last reported step for done / failed)
+    metrics: dict[str, float] = field(default_factory=dict)  # report: as passed to report(); done: train's return
+    reason: str | None = None  # failed: why (e.g. "loss is nan at step 37 (diverged)")
+
+
+class Population(Protocol):
+    """Up to ``capacity`` members of one structure, advanced together."""
+
+    capacity: int
+
+    def add(self, config: Mapping[str, Any], seed: int, artifact_dir: str | None = None) -> int:
+        """Add a member at its own step 0 in a free slot; returns the slot (ValueError when full
+        or when the config's structural signature differs from the population's)."""
+        ...
+
+    def remove(self, slot: int) -> None:
+        """Drop a member (pruned, failed or done): its slot is free for the next ``add``."""
+        ...
+
+    def occupied(self) -> list[int]:
+        """The slots that hold a member."""
+        ...
+
+    def advance(self) -> list[MemberEvent]:
+        """Advance every member by one unit of its trainer (a GFlowNet iteration, a diffusion
+        step, a LocoProp epoch). Returns the reports due at this unit, in slot order, then the
+        members that finished (``done``) or failed. A done or failed member stays in its slot
+        (masked) until ``remove``."""
+        ...
+
+
+@dataclass(frozen=True)
+class PopulationForm:
+    """How the harness builds populations of one trainer."""
+
+    structural: tuple[str, ...]  # config keys whose values must be equal within a population
+    make: Callable[..., Population]  # make(config, *, capacity, device) -> Population
+    # bytes one member needs on the device (optional): the harness splits or refuses a
+    # population that would not fit before any trial starts
+    member_bytes: Callable[[Mapping[str, Any]], int] | None = None
+
+    def signature(self, config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        """The structural signature: members with equal signatures may share a population."""
+        return tuple((k, repr(config.get(k))) for k in sorted(self.structural))
+
+
+def population_form(fn: Any) -> PopulationForm | None:
+    """The population form attached to a trainer function, or None (a plain trainer)."""
+    form = getattr(fn, "population", None)
+    return form if isinstance(form, PopulationForm) else None
