@@ -206,7 +206,7 @@ def test_cd_groups_are_maximal_runs_within_the_critical_difference():
     assert cd_groups(ranks, 0.1) == [["a"], ["b"], ["c"], ["d"]]
     # exactly the CD apart is significant (Demsar: "differ by at least the critical difference")
     assert cd_groups({"a": 1.0, "b": 2.0}, 1.0) == [["a"], ["b"]]
-    # Demsar's example: with CD 1.25 at 0.05 nothing can be told apart except... none: 3.143 - 1.964 < 1.25
+    # Demsar's example: with CD 1.25 at 0.05 no pair differs (3.143 - 1.964 = 1.18 < 1.25)
     demsar = dict(zip(["c45", "m", "cf", "mcf"], friedman(DEMSAR, "maximize").mean_ranks, strict=True))
     assert cd_groups(demsar, nemenyi_cd(4, 14)) == [["mcf", "m", "cf", "c45"]]
 
