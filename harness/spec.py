@@ -321,12 +321,61 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"] if not _is_union_tag(x))
+        err = _first_error(exc.errors())
+        loc = ".".join(str(x) for x in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         where = f"{loc}: " if loc else ""
         raise SpecError(f"{source}: {where}{msg}") from None
 
 
-def _is_union_tag(x: Any) -> bool:
-    return x in ("float", "int", "choice")
+def _without_param_tag(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop the tag pydantic puts after a parameter's name: ``params.lr.float.low``."""
+    if len(loc) > 2 and loc[0] == "params" and loc[2] in ("float", "int", "choice"):
+        return loc[:2] + loc[3:]
+    return loc
+
+
+_SCALARS = ("bool", "int", "float", "str")
+_KINDS = {"bool": "a bool", "int": "an integer", "float": "a number", "str": "a string",
+          "none": "null", "list[union[bool,int,float,str]]": "a list of scalars"}
+
+
+def _first_error(errors: list[Any]) -> Any:
+    """The first error, as one readable line even when it is a union's.
+
+    pydantic reports a value that fits no member of a union (``Scalar``, say) once per
+    member, each at ``loc + (member,)``: ``values.0.bool: Input should be a valid boolean``,
+    ``values.0.int: ...``. Those collapse into one error at ``loc`` naming the rule:
+    ``values: each value must be a scalar (bool, int, float or string), got [1, 2]``.
+    """
+    errors = [{**e, "loc": _without_param_tag(tuple(e["loc"]))} for e in errors]
+    first = errors[0]
+    loc = first["loc"]
+    for k, tag in enumerate(loc):
+        if not _is_type_label(tag):
+            continue
+        group = [e for e in errors if len(e["loc"]) > k and tuple(e["loc"][:k]) == loc[:k]
+                 and _is_type_label(e["loc"][k])]
+        tags = list(dict.fromkeys(e["loc"][k] for e in group))
+        leaves = [e for e in group if len(e["loc"]) == k + 1]
+        # members of one union: several kinds tried on the same input value
+        if len(tags) < 2 or not leaves or any(e["input"] is not leaves[0]["input"] for e in leaves):
+            continue
+        kinds = [_KINDS.get(t, f"a {t.split('[')[0]}") for t in tags if t not in _SCALARS]
+        if set(_SCALARS) <= set(tags):
+            kinds.insert(0, "a scalar (bool, int, float or string)")
+        else:
+            kinds[:0] = [_KINDS[t] for t in tags if t in _SCALARS]
+        rule = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
+        value = repr(leaves[0]["input"])
+        value = value if len(value) <= 60 else value[:57] + "..."
+        where, what = loc[:k], "must be"
+        if where and isinstance(where[-1], int):  # an item of a list: name the list's rule
+            where, what = where[:-1], "each value must be"
+        return {**first, "loc": where, "msg": f"{what} {rule}, got {value}"}
+    return first
+
+
+def _is_type_label(x: Any) -> bool:
+    """A pydantic union member's tag in an error's loc: ``int``, ``str``, ``list[...]``."""
+    return isinstance(x, str) and (x in _KINDS or (x.endswith("]") and "[" in x[1:]))

@@ -13,10 +13,8 @@ held-out points over its noise floor (minimize; 1.0 = indistinguishable from dat
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import math
-import numbers
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.adamw import adamw
 
+from ..config import config_from_mapping
 from .data import DATASETS, Splits, load_splits
 from .denoiser import INPUT_EMBEDDINGS, Denoiser
 from .metrics import Evaluator
@@ -74,13 +73,7 @@ class Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Config:
         """Config from a flat dict; ValueError naming the field for an unknown key or bad value."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in d.items():
-            if key not in fields:
-                raise ValueError(f"diffusion config: unknown key {key!r}")
-            values[key] = _coerce(key, value, fields[key].type)
-        cfg = cls(**values)
+        cfg = config_from_mapping(cls, d, "diffusion")
         cfg.validate()
         return cfg
 
@@ -112,29 +105,6 @@ class Config:
             raise bad("weight_decay", "must be >= 0")
         if not self.grad_clip >= 0:
             raise bad("grad_clip", "must be >= 0 (0 disables clipping)")
-
-
-def _coerce(key: str, value: Any, kind: Any) -> Any:
-    """Check one config value against its field type (given as a string annotation)."""
-    kind = str(kind)
-    if value is None and "None" in kind:
-        return None
-    if "int" in kind:
-        ok = (
-            isinstance(value, numbers.Real)
-            and not isinstance(value, bool)
-            and float(value).is_integer()
-        )
-        if not ok:
-            raise ValueError(f"diffusion config: {key} must be an integer, got {value!r}")
-        return int(value)
-    if "float" in kind:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValueError(f"diffusion config: {key} must be a number, got {value!r}")
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"diffusion config: {key} must be a string, got {value!r}")
-    return value
 
 
 # ----------------------------------------------------------------------------- state
@@ -205,12 +175,18 @@ class FlatAdamW:
 
 @functools.lru_cache(maxsize=4)
 def _cached(
-    dataset: str, n_train: int, n_eval: int, data_seed: int, n_projections: int, device: str
-) -> tuple[Splits, Evaluator]:
+    dataset: str, n_train: int, n_eval: int, data_seed: int, n_projections: int, device: str,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Splits, Evaluator]:  # fmt: skip
     data = load_splits(
         dataset, n_train=n_train, n_eval=n_eval, n_floor=N_FLOOR_DRAWS,
         data_seed=data_seed, device=device,
     )  # fmt: skip
+    if dtype != data.train.dtype:  # float64 under torch.set_default_dtype (exactness tests)
+        data = Splits(
+            data.train.to(dtype), data.heldout.to(dtype), [f.to(dtype) for f in data.floor],
+            data.clip, data.image_shape,
+        )  # fmt: skip
     evaluator = Evaluator(data.heldout, data.floor, n_projections=n_projections, seed=data_seed)
     return data, evaluator
 
@@ -224,8 +200,9 @@ def cached_evaluator(cfg: Config, device: torch.device) -> tuple[Splits, Evaluat
     """Splits and their Evaluator (noise floor: ~2 s for 5,000 points), built once per
     process for each (dataset, sizes, data_seed, device): every trial of a sweep reuses them."""
     return _cached(
-        cfg.dataset, cfg.n_train, cfg.n_eval, cfg.data_seed, cfg.n_projections, str(device)
-    )
+        cfg.dataset, cfg.n_train, cfg.n_eval, cfg.data_seed, cfg.n_projections, str(device),
+        torch.get_default_dtype(),
+    )  # fmt: skip
 
 
 def build(cfg: Config, device: str | torch.device = "cpu", seed: int = 0) -> State:
@@ -243,8 +220,9 @@ def build(cfg: Config, device: str | torch.device = "cpu", seed: int = 0) -> Sta
     flat = flatten_parameters(model, with_grad=True)
     ema_flat = flatten_parameters(ema, with_grad=False).data
     opt = FlatAdamW(flat, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = make_schedule(cfg.schedule, cfg.T).to(device, data.train.dtype)
     return State(
-        cfg=cfg, data=data, schedule=make_schedule(cfg.schedule, cfg.T).to(device),
+        cfg=cfg, data=data, schedule=schedule,
         model=model, ema=ema, flat=flat, ema_flat=ema_flat, opt=opt,
         generator=torch.Generator(device).manual_seed(seed),
     )  # fmt: skip

@@ -16,9 +16,7 @@ trajectories, l1_sampled.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models.config import config_from_mapping
 from models.gflownet.env import Hypergrid
 from models.gflownet.losses import (
     detailed_balance,
@@ -118,37 +117,11 @@ class Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Config:
         """Build from a flat dict; unknown keys and ill-typed values raise ValueError."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in d.items():
-            if key not in fields:
-                raise ValueError(f"gflownet config: unknown key {key!r}; known: {sorted(fields)}")
-            kwargs[key] = _coerce(key, value, type(fields[key].default))
-        return cls(**kwargs)
+        return config_from_mapping(cls, d, "gflownet")
 
     @property
     def iterations(self) -> int:
         return self.n_iterations or math.ceil(self.n_trajectories / self.batch_size)
-
-
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    """int, float or str from a YAML/tuner value (256.0 -> 256; numpy scalars accepted)."""
-    bad = ValueError(f"gflownet config: {key} must be a {kind.__name__}, got {value!r}")
-    if isinstance(value, bool):
-        raise bad
-    if kind is int:
-        if isinstance(value, numbers.Integral):
-            return int(value)
-        if isinstance(value, numbers.Real) and float(value).is_integer():
-            return int(value)
-        raise bad
-    if kind is float:
-        if isinstance(value, numbers.Real):
-            return float(value)
-        raise bad
-    if not isinstance(value, str):
-        raise bad
-    return value
 
 
 # ---- the loss of a batch ------------------------------------------------------------------

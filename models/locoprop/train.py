@@ -9,7 +9,6 @@ comparison at equal epochs and equal batch is apples to apples.
 from __future__ import annotations
 
 import math
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import config_from_mapping
 from .data import Digits, load
 from .locoprop import backprop_step, locoprop_step
 from .nets import Net, make_net
@@ -36,10 +36,6 @@ OPTIMIZER_DEFAULTS: dict[str, dict[str, float]] = {
     "rmsprop": {"beta1": 0.9, "beta2": 0.9, "eps": 1e-5},  # momentum, decay, eps (in the sqrt)
     "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
 }
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float | np.integer | np.floating)
 
 
 def _bad(field: str, why: str, value: Any) -> ValueError:
@@ -68,27 +64,7 @@ class Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Config:
         """Build from a flat dict; ValueError naming the field for an unknown key or bad value."""
-        hints = typing.get_type_hints(cls)
-        kwargs: dict[str, Any] = {}
-        for key, value in d.items():
-            if key not in hints:
-                raise ValueError(f"locoprop config: unknown key {key!r}")
-            kind = hints[key]
-            if value is None and kind == float | None:
-                kwargs[key] = None
-                continue
-            if kind is int:
-                if not (_is_number(value) and float(value).is_integer()):
-                    raise _bad(key, "must be an integer", value)
-                value = int(value)
-            elif kind in (float, float | None):
-                if not _is_number(value):
-                    raise _bad(key, "must be a number", value)
-                value = float(value)
-            elif not isinstance(value, str):
-                raise _bad(key, "must be a string", value)
-            kwargs[key] = value
-        cfg = cls(**kwargs)
+        cfg = config_from_mapping(cls, d, "locoprop")
         cfg.validate()
         for key, value in OPTIMIZER_DEFAULTS.get(cfg.optimizer, {}).items():
             if getattr(cfg, key) is None:
