@@ -379,3 +379,8 @@ def save_samples_png(samples: torch.Tensor, data: Splits, path: Path) -> None:
         ax.legend(markerscale=8)
         ax.set_aspect("equal")
     fig.savefig(path, dpi=100, bbox_inches="tight")
+
+
+from .population import POPULATION  # noqa: E402  (it imports this module: keep it last)
+
+train.population = POPULATION  # type: ignore[attr-defined]  # the population form (K trials)
