@@ -85,6 +85,7 @@ class ObjectiveError(ValueError):
 # GPU machine given only the working tree); installed entry points take precedence.
 BUILTIN = {
     "branin": "harness.testfunctions:branin",
+    "branin_currin": "harness.testfunctions:branin_currin",
     "hartmann6": "harness.testfunctions:hartmann6",
     "gflownet": "models.gflownet.train:train",
     "diffusion": "models.diffusion.train:train",

@@ -12,6 +12,30 @@ One file drives every tuner identically::
       lambda_: {type: float, low: 0.5, high: 0.99, when: {loss: subtb}}
     budget: {trials: 32, report_every: 100}
 
+Several objectives (a multi-objective sweep, issue 17) replace ``metric:`` with ``metrics:``,
+a list of ``{name, goal}`` entries, each with an optional ``reference``: that metric's
+coordinate of the hypervolume reference point (see :mod:`harness.pareto`)::
+
+    metrics:
+      - {name: branin, goal: minimize, reference: 18.0}
+      - {name: currin, goal: minimize, reference: 6.0}
+
+The reference coordinates may instead be written as a top-level mapping
+``reference_point: {branin: 18.0, currin: 6.0}``; either way they end up on the metrics
+(``Metric.reference``) and :attr:`SweepSpec.reference_point` reads them back as a mapping.
+Rules: a spec gives ``metric`` or ``metrics``, not both; names are distinct; reference
+coordinates are given for every metric or for none (a hypervolume needs a full point; with
+none, :func:`harness.pareto.default_reference` is used), and never twice with different
+values. ``metric: X`` means ``metrics: [X]``: :attr:`SweepSpec.metric` is always the first
+metric (what a single-objective tuner and the progress metrics read), ``SweepSpec.metrics``
+the whole list, ``SweepSpec.multi`` whether there is more than one. A single metric without
+a reference is stored, hashed and written back in the ``metric:`` form, so the hash of a
+spec saved before ``metrics:`` existed is unchanged (resume compares hashes).
+
+The metric names ``seconds`` and ``steps`` are allowed: they are the harness's measured
+costs of every trial (wall seconds and steps trained, logged on every child run), so
+"quality versus cost" is one line, e.g. ``metrics: [{name: l1}, {name: seconds}]``.
+
 Every error is a :class:`SpecError` with one line naming the file, the field and the rule.
 """
 
@@ -137,6 +161,7 @@ class Metric(BaseModel):
 
     name: str = Field(min_length=1)
     goal: Literal["minimize", "maximize"] = "minimize"
+    reference: float | None = Field(default=None, allow_inf_nan=False)
 
     def better(self, a: float, b: float) -> bool:
         """True when value ``a`` is strictly better than ``b``."""
@@ -158,10 +183,69 @@ class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     objective: str = Field(min_length=1)
-    metric: Metric
+    metrics: list[Metric] = Field(min_length=1)
     fixed: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, Param] = Field(default_factory=dict)
     budget: Budget = Field(default_factory=Budget)
+    # Folded into the metrics' ``reference`` by _check_metrics, then holds the whole mapping
+    # (or None); excluded from dumps, so the hash and to_yaml see the references only once.
+    reference_point: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None, exclude=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_metric_form(cls, data: Any) -> Any:
+        """``metric: X`` means ``metrics: [X]``; a spec gives one form or the other."""
+        if not isinstance(data, dict):
+            return data
+        if "metric" in data:
+            if "metrics" in data:
+                raise ValueError("give 'metric' (one) or 'metrics' (a list), not both")
+            data = {("metrics" if k == "metric" else k): ([v] if k == "metric" else v)
+                    for k, v in data.items()}
+        elif "metrics" not in data:
+            raise ValueError("metric (or metrics, a list of {name, goal}) is required")
+        return data
+
+    @model_validator(mode="after")
+    def _check_metrics(self) -> SweepSpec:
+        names = [m.name for m in self.metrics]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"metrics: '{name}' is listed twice (metric names must be distinct)")
+        given = dict(self.reference_point or {})
+        for name in given:
+            if name not in names:
+                raise ValueError(f"reference_point: '{name}' is not a metric (metrics: {', '.join(names)})")
+        merged: list[Metric] = []
+        for m in self.metrics:
+            if m.name in given and m.reference is not None and m.reference != given[m.name]:
+                raise ValueError(
+                    f"reference_point: '{m.name}' is {given[m.name]} but the metric's reference is {m.reference}"
+                )
+            ref = given.get(m.name, m.reference)
+            merged.append(m if ref == m.reference else m.model_copy(update={"reference": ref}))
+        missing = [m.name for m in merged if m.reference is None]
+        if len(missing) != len(merged) and missing:
+            raise ValueError(
+                f"reference_point: give a coordinate for every metric or for none (missing: {', '.join(missing)})"
+            )
+        refs = {m.name: float(m.reference) for m in merged if m.reference is not None}
+        # The model is frozen; a validator may still settle its own fields (pydantic stores them in __dict__).
+        self.__dict__["metrics"] = merged
+        self.__dict__["reference_point"] = refs or None
+        return self
+
+    @property
+    def metric(self) -> Metric:
+        """The first metric: the one a single-objective tuner optimizes and progress is tracked on."""
+        return self.metrics[0]
+
+    @property
+    def multi(self) -> bool:
+        """True when the sweep has more than one objective (a Pareto front, not a best trial)."""
+        return len(self.metrics) > 1
 
     @model_validator(mode="after")
     def _check(self) -> SweepSpec:
@@ -251,11 +335,24 @@ class SweepSpec(BaseModel):
 
     def hash(self) -> str:
         """A stable hash of the resolved spec (resume refuses a changed spec)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        blob = json.dumps(self._dump(exclude_none=False), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+        return yaml.safe_dump(self._dump(exclude_none=True), sort_keys=False)
+
+    def _dump(self, exclude_none: bool) -> dict[str, Any]:
+        """The spec as plain data, in its canonical form.
+
+        One metric without a reference is written as ``metric: {name, goal}``, exactly what
+        the spec held before ``metrics:`` existed, so the hash of such a spec is unchanged;
+        otherwise ``metrics:`` with every metric's ``reference``.
+        """
+        data = self.model_dump(mode="json", exclude_none=exclude_none)
+        if self.multi or self.metric.reference is not None:
+            return data
+        single = {"name": self.metric.name, "goal": self.metric.goal}
+        return {("metric" if k == "metrics" else k): (single if k == "metrics" else v) for k, v in data.items()}
 
 
 def coerce(name: str, p: FloatParam | IntParam | ChoiceParam, value: Any) -> Any:
@@ -322,7 +419,10 @@ def parse_spec(raw: Any, source: str = "<spec>") -> SweepSpec:
         return SweepSpec.model_validate(raw)
     except ValidationError as exc:
         err = _first_error(exc.errors())
-        loc = ".".join(str(x) for x in err["loc"])
+        parts = list(err["loc"])
+        if "metric" in raw and parts[:2] == ["metrics", 0]:
+            parts[:2] = ["metric"]  # the user wrote the one-metric form; name what they wrote
+        loc = ".".join(str(x) for x in parts)
         msg = err["msg"].removeprefix("Value error, ")
         where = f"{loc}: " if loc else ""
         raise SpecError(f"{source}: {where}{msg}") from None
