@@ -183,3 +183,8 @@ def train(
             if not math.isfinite(metrics["train_loss"]):
                 break  # diverged: the harness marks the trial failed
     return metrics
+
+
+from .population import POPULATION  # noqa: E402  (the population form; it imports this module lazily)
+
+train.population = POPULATION  # type: ignore[attr-defined]
