@@ -137,7 +137,8 @@ def test_entry_points_are_discovered_only_where_the_package_is(site: Path, tmp_p
 
 
 # -- the CLI -----------------------------------------------------------------------------------
-def test_cli_sweep_completes_its_budget_in_the_space_reproducibly(site: Path, tmp_path: Path) -> None:
+def test_cli_sweep_completes_its_budget_in_the_space_reproducibly(site: Path, plugin: Any,
+                                                                  tmp_path: Path) -> None:
     spec = load_spec(SPACE)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     common = ("--tuner", "qmc", "--trials", TRIALS, "--workers", 2, "--devices", "cpu")
@@ -161,16 +162,16 @@ def test_cli_sweep_completes_its_budget_in_the_space_reproducibly(site: Path, tm
         want = {k: str(v) for k, v in first[number]["params"].items()}
         assert logged == want
         assert c.data.metrics["loss"] == pytest.approx(first[number]["value"])
-    # the same seed, the same design (tracking off this time); another seed, another design
-    harness_cli(site, tmp_path, "sweep", SPACE, *common, "--seed", 3, "--name", "qmc-b",
-                "--tracking-uri", "none")
-    again = ledger(tmp_path, "qmc-b")
-    assert [again[n]["params"] for n in range(TRIALS)] == [first[n]["params"] for n in range(TRIALS)]
+    # the same seed, the same design, in another process and batched otherwise (one ask of 12)
+    again = [s.params for s in plugin.tuner.QMCTuner(spec, seed=3).ask(TRIALS)]
+    assert again == [first[n]["params"] for n in range(TRIALS)]
+    # another seed and sequence (--sampler halton), another design (tracking off this time)
     harness_cli(site, tmp_path, "sweep", SPACE, *common, "--seed", 4, "--name", "qmc-c",
                 "--tracking-uri", "none", "--sampler", "halton")
     other = ledger(tmp_path, "qmc-c")
     assert sorted(other) == list(range(TRIALS))
-    assert [other[n]["params"] for n in range(TRIALS)] != [first[n]["params"] for n in range(TRIALS)]
+    halton = [s.params for s in plugin.tuner.QMCTuner(spec, seed=4, sequence="halton").ask(TRIALS)]
+    assert [other[n]["params"] for n in range(TRIALS)] == halton != again
     for rec in other.values():
         check_in_space(spec, rec["params"])
 
