@@ -131,8 +131,9 @@ class LocoPropPopulation:
     def __init__(self, config: Mapping[str, Any], *, capacity: int, device: str = "cpu") -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        from .train import DTYPES, Config, _bad
+        from .train import DTYPES, Config, _bad, lr_at
 
+        self._lr_at = lr_at
         self.cfg = Config.from_dict(config)
         self.capacity, self.device = capacity, device
         self.dtype = DTYPES[self.cfg.dtype]
@@ -161,9 +162,6 @@ class LocoPropPopulation:
             else None
         )  # fmt: skip
         self.members: list[_Member | None] = [None] * capacity
-        from .train import lr_at
-
-        self._lr_at = lr_at
 
     # ------------------------------------------------------------ membership
 
