@@ -278,3 +278,9 @@ def save_distribution_png(env: Hypergrid, policy: torch.nn.Module, path: Path) -
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+# the population form (models/population.py); imported last: population.py imports this module lazily
+from models.gflownet.population import POPULATION  # noqa: E402
+
+train.population = POPULATION  # type: ignore[attr-defined]
