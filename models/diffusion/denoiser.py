@@ -23,10 +23,12 @@ INPUT_EMBEDDINGS = ("none", "sinusoidal")
 
 def sinusoidal_features(x: torch.Tensor, n_freq: int, max_period: float = 10_000.0) -> torch.Tensor:
     """[...] -> [..., 2 n_freq]: cos and sin of x at geometric frequencies 1 .. 1/max_period."""
+    # float32, or float64 under torch.set_default_dtype(torch.float64) (exactness tests)
+    dtype = torch.promote_types(torch.float32, torch.get_default_dtype())
     freqs = torch.exp(
-        -math.log(max_period) * torch.arange(n_freq, device=x.device, dtype=torch.float32) / n_freq
+        -math.log(max_period) * torch.arange(n_freq, device=x.device, dtype=dtype) / n_freq
     )  # [n_freq]
-    args = x.unsqueeze(-1).float() * freqs  # [..., n_freq]
+    args = x.unsqueeze(-1).to(dtype) * freqs  # [..., n_freq]
     return torch.cat([torch.cos(args), torch.sin(args)], -1)
 
 

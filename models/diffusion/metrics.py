@@ -104,7 +104,9 @@ class Evaluator:
                     f"floor draws must match the held-out set {heldout.shape}, got {f.shape}"
                 )
         self.heldout = heldout  # [n, D]
-        self.projections = random_projections(heldout.shape[1], n_projections, seed, heldout.device)
+        self.projections = random_projections(
+            heldout.shape[1], n_projections, seed, heldout.device
+        ).to(heldout.dtype)  # float32, or float64 data in the exactness tests
         self._sorted_heldout = sorted_projections(heldout, self.projections)  # [P, n]
         self.bandwidth = median_bandwidth(heldout)
         self._kyy, self._dyy = pairwise_means(heldout, heldout, self.bandwidth)

@@ -175,12 +175,18 @@ class FlatAdamW:
 
 @functools.lru_cache(maxsize=4)
 def _cached(
-    dataset: str, n_train: int, n_eval: int, data_seed: int, n_projections: int, device: str
-) -> tuple[Splits, Evaluator]:
+    dataset: str, n_train: int, n_eval: int, data_seed: int, n_projections: int, device: str,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Splits, Evaluator]:  # fmt: skip
     data = load_splits(
         dataset, n_train=n_train, n_eval=n_eval, n_floor=N_FLOOR_DRAWS,
         data_seed=data_seed, device=device,
     )  # fmt: skip
+    if dtype != data.train.dtype:  # float64 under torch.set_default_dtype (exactness tests)
+        data = Splits(
+            data.train.to(dtype), data.heldout.to(dtype), [f.to(dtype) for f in data.floor],
+            data.clip, data.image_shape,
+        )  # fmt: skip
     evaluator = Evaluator(data.heldout, data.floor, n_projections=n_projections, seed=data_seed)
     return data, evaluator
 
@@ -194,8 +200,9 @@ def cached_evaluator(cfg: Config, device: torch.device) -> tuple[Splits, Evaluat
     """Splits and their Evaluator (noise floor: ~2 s for 5,000 points), built once per
     process for each (dataset, sizes, data_seed, device): every trial of a sweep reuses them."""
     return _cached(
-        cfg.dataset, cfg.n_train, cfg.n_eval, cfg.data_seed, cfg.n_projections, str(device)
-    )
+        cfg.dataset, cfg.n_train, cfg.n_eval, cfg.data_seed, cfg.n_projections, str(device),
+        torch.get_default_dtype(),
+    )  # fmt: skip
 
 
 def build(cfg: Config, device: str | torch.device = "cpu", seed: int = 0) -> State:
@@ -213,8 +220,9 @@ def build(cfg: Config, device: str | torch.device = "cpu", seed: int = 0) -> Sta
     flat = flatten_parameters(model, with_grad=True)
     ema_flat = flatten_parameters(ema, with_grad=False).data
     opt = FlatAdamW(flat, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = make_schedule(cfg.schedule, cfg.T).to(device, data.train.dtype)
     return State(
-        cfg=cfg, data=data, schedule=make_schedule(cfg.schedule, cfg.T).to(device),
+        cfg=cfg, data=data, schedule=schedule,
         model=model, ema=ema, flat=flat, ema_flat=ema_flat, opt=opt,
         generator=torch.Generator(device).manual_seed(seed),
     )  # fmt: skip
@@ -371,3 +379,8 @@ def save_samples_png(samples: torch.Tensor, data: Splits, path: Path) -> None:
         ax.legend(markerscale=8)
         ax.set_aspect("equal")
     fig.savefig(path, dpi=100, bbox_inches="tight")
+
+
+from .population import POPULATION  # noqa: E402  (it imports this module: keep it last)
+
+train.population = POPULATION  # type: ignore[attr-defined]  # the population form (K trials)
