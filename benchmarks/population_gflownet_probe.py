@@ -34,9 +34,10 @@ def configs(base: dict, k: int) -> list[dict]:
     return [base | {"lr": 1e-3 * (1 + 0.25 * (i % 5))} for i in range(k)]
 
 
-def run_population(base: dict, k: int, device: str) -> tuple[float, float]:
+def run_population(base: dict, k: int, device: str, direct: bool = False) -> tuple[float, float]:
     start, cpu = time.perf_counter(), time.thread_time()
     pop = make(base, capacity=k, device=device)
+    pop.use_table = pop.use_table and not direct
     for i, c in enumerate(configs(base, k)):
         pop.add(c, seed=i)
     while any(pop.members[s].status == "running" for s in pop.occupied()):
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--direct", action="store_true",
+                        help="the network on the batch's states, not on every state once (use_table off)")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides key=value (YAML values)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -67,11 +70,11 @@ def main() -> None:
     run_population(base, 2, args.device)  # warm up both paths
     run_sequential(base, 1, args.device)
     one = run_sequential(base, 1, args.device)
-    pop1 = run_population(base, 1, args.device)
-    popk = run_population(base, args.k, args.device)
+    pop1 = run_population(base, 1, args.device, args.direct)
+    popk = run_population(base, args.k, args.device, args.direct)
     seq = run_sequential(base, args.k, args.device)
     print(f"{base}")
-    print(f"device {args.device}, {args.threads} thread(s), K = {args.k}")
+    print(f"device {args.device}, {args.threads} thread(s), K = {args.k}, direct = {args.direct}")
     print("seconds: wall, this thread's CPU time (which other processes do not disturb)")
     print(f"train alone:             {one[0]:7.2f} {one[1]:7.2f}")
     print(f"population of 1:         {pop1[0]:7.2f} {pop1[1]:7.2f}")

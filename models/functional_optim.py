@@ -114,14 +114,21 @@ def adam_step(
         else:
             decayed = p
             g = g + wd * p
+        # torch.optim.Adam's formulas, with few passes over the memory (temporaries in place)
         m_new = torch.lerp(m, g, 1 - beta1)
-        v_new = v * beta2 + (1 - beta2) * g * g
+        v_new = torch.addcmul(v * beta2, g * (1 - beta2), g)
         step_size = (_per_member(lr_i, step, torch.float64) / bias_correction1).to(dt)  # [K]
-        denom = v_new.sqrt() / _per_member(bias_correction2_sqrt.to(dt), p, dt) + _per_member(eps, p, dt)
-        p_new = decayed - _per_member(step_size, p, dt) * (m_new / denom)
-        p.copy_(torch.where(on, p_new, p))
-        m.copy_(torch.where(on, m_new, m))
-        v.copy_(torch.where(on, v_new, v))
+        denom = (v_new.sqrt() / _per_member(bias_correction2_sqrt.to(dt), p, dt)).add_(_per_member(eps, p, dt))
+        update = torch.div(m_new, denom).mul_(_per_member(step_size, p, dt))
+        p_new = decayed.sub_(update) if decoupled_weight_decay else p - update
+        if mask is None:  # every member steps: no select
+            p.copy_(p_new)
+            m.copy_(m_new)
+            v.copy_(v_new)
+        else:
+            p.copy_(torch.where(on, p_new, p))
+            m.copy_(torch.where(on, m_new, m))
+            v.copy_(torch.where(on, v_new, v))
 
 
 # ---------------------------------------------------------------- SGD, RMSprop, TF1-style Adam

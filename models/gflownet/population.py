@@ -6,7 +6,11 @@ networks' parameters are stacked ``[K, ...]``; one ``advance()`` is one training
 
 1. each member draws its exploration noise from its own generator (``exploration_noise``,
    exactly train()'s call), the noise is stacked, and the K batches are rolled out together,
-   one batched forward (``baddbmm``) per step;
+   one batched forward (``baddbmm``) per step; or, where the grid has no more states than a
+   batch has rows (``use_table``: 8x8 has 64 states against 128 x 15 rows), the network runs
+   once on every state and each row is looked up (the same per-row values; in the loss the
+   gradients are summed per state before the weights' product). This, not the batching, is
+   most of the CPU speed-up (benchmarks/population_gflownet_probe.py, ``--direct`` without);
 2. replay (when on): a stacked ring buffer per member, indices drawn from each member's
    generator as train()'s ``ReplayBuffer.sample`` draws them;
 3. the loss of every member by ``torch.func.vmap`` over train's own ``batch_loss`` (with
@@ -89,6 +93,16 @@ class _Policy:
         return self.params["log_z"]
 
 
+class _TablePolicy:
+    """One member's policy inside ``vmap`` as a look-up in its outputs on every state."""
+
+    def __init__(self, env: Any, table: Tensor, log_z: Tensor) -> None:
+        self.env, self.table, self.log_z = env, table, log_z
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.table[self.env.index(x)]
+
+
 class GFlowNetPopulation:
     """Up to ``capacity`` GFlowNet trials of one structure (see the module docstring)."""
 
@@ -130,6 +144,11 @@ class GFlowNetPopulation:
             self.buf_lengths = torch.ones(k, c, dtype=torch.long, device=self.device)
             self.buf_terminal = torch.zeros(k, c, dtype=torch.long, device=self.device)
         self._loss_fn = vmap(self._member_loss)
+        self._table_loss_fn = vmap(self._member_table_loss)
+        # the network's outputs depend on the state alone: where the grid has fewer states than
+        # a batch has rows (8x8: 64 states, 128 trajectories of up to 15 steps), evaluate it once
+        # on every state and look the rows up (same values per row; gradients summed per state)
+        self.use_table = self.env.n_states <= cfg.batch_size * self.env.max_actions
 
     # ---- membership ---------------------------------------------------------------------
 
@@ -191,24 +210,32 @@ class GFlowNetPopulation:
             traj = self._replay(idx, members, traj)
 
         leaves = {name: p.detach().requires_grad_() for name, p in params.items()}
-        losses = self._loss_fn(leaves, traj.states, traj.actions, traj.lengths, traj.terminal,
-                               self.lambda_.index_select(0, idx))  # [A]
+        lambda_ = self.lambda_.index_select(0, idx)
+        if self.use_table:
+            table = self._forward(leaves, self._all_states(len(running)))  # [A, H^n, 2n+2]
+            losses = self._table_loss_fn(table, leaves["log_z"], traj.states, traj.actions,
+                                         traj.lengths, traj.terminal, lambda_)  # [A]
+        else:
+            losses = self._loss_fn(leaves, traj.states, traj.actions, traj.lengths, traj.terminal,
+                                   lambda_)  # [A]
+        values = losses.detach().tolist()  # the one synchronization of an iteration
         finite = torch.isfinite(losses.detach())
         grads = torch.autograd.grad(torch.where(finite, losses, 0.0).sum(), list(leaves.values()),
                                     allow_unused=True)  # FM: log_z unused (train: grad None, no step)
-        mask = torch.zeros(self.capacity, dtype=torch.bool, device=self.device)
-        mask[idx] = finite
-        full_grads: list[Tensor | None] = []
-        for p, g in zip(self.params.values(), grads, strict=True):
-            full = None if g is None else torch.zeros_like(p).index_copy_(0, idx, g)
-            full_grads.append(full)
         lrs = [self.logz_lr if name == "log_z" else self.lr for name in self.names]  # train's groups
-        adam_step(list(self.params.values()), full_grads, self.opt, lr=lrs, mask=mask)
+        if len(running) == self.capacity and all(math.isfinite(v) for v in values):
+            adam_step(list(self.params.values()), list(grads), self.opt, lr=lrs)  # everyone steps
+        else:
+            mask = torch.zeros(self.capacity, dtype=torch.bool, device=self.device)
+            mask[idx] = finite
+            full_grads = [None if g is None else torch.zeros_like(p).index_copy_(0, idx, g)
+                          for p, g in zip(self.params.values(), grads, strict=True)]
+            adam_step(list(self.params.values()), full_grads, self.opt, lr=lrs, mask=mask)
         self.loss_sum.index_add_(0, idx, losses.detach())
 
         reports: list[MemberEvent] = []
         ends: list[MemberEvent] = []
-        for slot, m, value in zip(running, members, losses.detach().tolist(), strict=True):
+        for slot, m, value in zip(running, members, values, strict=True):
             if not math.isfinite(value):
                 m.status = "failed"
                 kind = "nan" if math.isnan(value) else "inf"
@@ -240,6 +267,9 @@ class GFlowNetPopulation:
                 h = self.activation(h)
         return h.reshape(a, *lead, h.shape[-1])
 
+    def _all_states(self, a: int) -> Tensor:
+        return self.env.all_states().expand(a, -1, -1)  # [A, H^n, n]
+
     @torch.no_grad()
     def _sample(self, params: dict[str, Tensor], members: list[_Member]):
         """Every running member's batch, rolled out together (train's ``sample_trajectories``)."""
@@ -258,8 +288,13 @@ class GFlowNetPopulation:
         one = torch.ones(a_count, b, 1, dtype=torch.long, device=self.device)
         stop_early = self.device.type == "cpu"
         states, actions = [], []
+        if self.use_table:
+            table = self._forward(params, self._all_states(a_count))[..., : n + 1]  # [A, H^n, n+1]
         for t in range(env.max_actions):
-            logits = self._forward(params, s[..., :n])[..., : n + 1]  # [A, B, n+1]
+            if self.use_table:
+                logits = table.gather(1, env.index(s[..., :n])[..., None].expand(-1, -1, n + 1))
+            else:
+                logits = self._forward(params, s[..., :n])[..., : n + 1]  # [A, B, n+1]
             # keep = 1 where epsilon = 0: noise + logits * 1 is train's logits + noise, exactly
             scores = torch.addcmul(noise_t[t], logits, keep_t[t])
             act = scores.masked_fill_(env.forward_invalid(s), -math.inf).argmax(-1, keepdim=True)
@@ -305,6 +340,16 @@ class GFlowNetPopulation:
         cfg = types.SimpleNamespace(loss=self.cfg.loss, backward_policy=self.cfg.backward_policy,
                                     lambda_=lambda_)
         return self._train.batch_loss(cfg, self.env, _Policy(self.base, params),  # type: ignore[arg-type]
+                                      Trajectories(states, actions, lengths, terminal))
+
+    def _member_table_loss(self, table: Tensor, log_z: Tensor, states: Tensor, actions: Tensor,
+                           lengths: Tensor, terminal: Tensor, lambda_: Tensor) -> Tensor:
+        """As ``_member_loss``, the network given by its outputs on every state."""
+        from models.gflownet.sampling import Trajectories
+
+        cfg = types.SimpleNamespace(loss=self.cfg.loss, backward_policy=self.cfg.backward_policy,
+                                    lambda_=lambda_)
+        return self._train.batch_loss(cfg, self.env, _TablePolicy(self.env, table, log_z),  # type: ignore[arg-type]
                                       Trajectories(states, actions, lengths, terminal))
 
     def _sync_policy(self, slot: int, m: _Member) -> torch.nn.Module:

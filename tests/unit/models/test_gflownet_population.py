@@ -98,16 +98,20 @@ def assert_same(got: dict, config: dict, seed: int) -> None:
     assert list(end.metrics) == list(final)
 
 
-@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize(("k", "table"), [(1, True), (3, True), (8, True), (3, False)])
 @pytest.mark.parametrize(("loss", "bp"), COMBOS)
-def test_every_member_equals_its_solo_run(loss: str, bp: str, k: int) -> None:
+def test_every_member_equals_its_solo_run(loss: str, bp: str, k: int, table: bool) -> None:
+    """table: the network evaluated once on every state (small grids), else on the batch's rows."""
     base = BASE | {"loss": loss, "backward_policy": bp}
     configs = [base | h for h in MIXED[:k]]
     # the second half joins at advance 2, at its own step 0 (continuous batching)
     joins = {0: [], 2: []}
     for i, c in enumerate(configs):
         joins[0 if i < (k + 1) // 2 else 2].append((f"m{i}", c, 100 + i))
-    out = drive(make(base, capacity=k), joins)
+    pop = make(base, capacity=k)
+    assert pop.use_table  # 4x4: 16 states, fewer than a batch's 8 x 7 rows
+    pop.use_table = table
+    out = drive(pop, joins)
     for i, c in enumerate(configs):
         assert_same(out[f"m{i}"], c, 100 + i)
 
