@@ -350,6 +350,7 @@ def _print_summary(summary: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every input error is one line on stderr and exit code 2."""
     from harness.engines.base import EngineError
+    from harness.files import StateFileError
     from harness.objective import ObjectiveError
     from harness.records import RecordError
     from harness.runner import UsageError
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(rv, int):  # typer.Exit(code) comes back as the return value here
             return rv
     except (SpecError, ObjectiveError, TunerError, EngineError, UsageError, TrackingError,
-            RecordError) as exc:
+            RecordError, StateFileError) as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except cx.NoArgsIsHelpError:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness.sweep import SweepStats
+from harness.recorder import SweepStats
 
 
 def fmt(value: float | None) -> str:

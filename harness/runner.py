@@ -20,19 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from harness.engines.base import EngineError
-from harness.files import write_atomic
+from harness.files import SweepLock, repair_jsonl, write_atomic
 from harness.objective import check_objective
+from harness.recorder import Recorder, SweepStats
 from harness.spec import SweepSpec, load_spec
-from harness.sweep import SweepLoop, SweepStats
 from harness.tracking import SweepInfo, check_store, make_tracker, resolve_uri
+from harness.trials import INTERRUPTED
 from harness.tuners.base import (
-    INTERRUPTED,
-    RunRequest,
-    RunTuner,
     TunerError,
     TunerOptions,
     make_tuner,
     registered_tuners,
+    tuner_class,
 )
 
 STATE_ROOT = Path(".harness") / "sweeps"
@@ -117,15 +116,6 @@ def prepare(options: SweepOptions, spec: SweepSpec | None = None) -> Prepared:
     if options.tuner not in registered_tuners() and options.tuner != "manual":
         known = ", ".join(sorted(registered_tuners()))
         raise TunerError(f"--tuner {options.tuner}: unknown tuner (installed: {known})")
-    if options.tuner == "optuna":
-        from harness.tuners.optuna import PRUNERS, SAMPLERS
-
-        if options.sampler not in SAMPLERS:
-            raise TunerError(f"--sampler {options.sampler}: unknown sampler (use one of {', '.join(SAMPLERS)})")
-        if options.pruner not in PRUNERS:
-            raise TunerError(f"--pruner {options.pruner}: unknown pruner (use one of {', '.join(PRUNERS)})")
-    elif options.pruner != "none" and options.tuner != "manual":
-        raise UsageError(f"--pruner {options.pruner}: only the optuna tuner takes a pruner")
     _check_backends(options, spec)
     slots = _engine_slots(options)
     uri = resolve_uri(options.tracking_uri)
@@ -143,30 +133,49 @@ def prepare(options: SweepOptions, spec: SweepSpec | None = None) -> Prepared:
     )
 
 
+# backend-specific options of the CLI: (flag, what the refusal says when the tuner does not take it)
+_OPTION_FLAGS = {
+    "pruner": ("--pruner", "only the optuna tuner takes a pruner"),
+    "scheduler": ("--scheduler", "only --tuner ray takes a scheduler "
+                                 "(optuna prunes with --pruner; ax stops trials early by itself)"),
+    "ax_method": ("--ax-method", "only --tuner ax takes a method"),
+}
+_OPTION_DEFAULTS = {"pruner": "none"}
+
+
+def tuner_options(options: SweepOptions, p: Prepared | None = None) -> TunerOptions:
+    """The options every tuner receives (typed fields; ``extra`` holds the rest)."""
+    extra = dict(options.tuner_options)
+    return TunerOptions(
+        seed=options.seed, sampler=options.sampler, pruner=options.pruner, storage=options.storage,
+        study_name=p.name if p else options.name, state_dir=p.state_dir if p else None,
+        budget=p.trials if p else options.trials, scheduler=extra.pop("scheduler", None),
+        ax_method=extra.pop("ax_method", None), extra=extra,
+    )
+
+
 def _check_backends(options: SweepOptions, spec: SweepSpec) -> None:
-    """Tuner / engine pairing and the Ax, Ray Tune and Ray engine options (resolves the engine)."""
-    engine = options.engine or ("ray" if options.tuner == "ray" else "local")
-    if options.tuner == "ray" and engine != "ray":
-        raise UsageError(f"--tuner ray --engine {engine}: Ray Tune runs its own trials on Ray "
-                         "(--tuner ray implies --engine ray)")
+    """The tuner / engine pairing, options meant for another backend, then the chosen tuner's
+    and engine's own checks (each backend validates itself: adding one touches one file)."""
+    if options.tuner == "manual":
+        options.engine = options.engine or "local"
+        return
+    cls = tuner_class(options.tuner)
+    own_loop = getattr(cls, "driver", "ask_tell") != "ask_tell"
+    engine = options.engine or ("ray" if own_loop else "local")
+    if own_loop and engine != "ray":
+        raise UsageError(f"--tuner {options.tuner} --engine {engine}: Ray Tune runs its own trials on Ray "
+                         f"(--tuner {options.tuner} implies --engine ray)")
     options.engine = engine
-    extra = options.tuner_options
-    scheduler, method = extra.get("scheduler"), extra.get("ax_method")
-    if scheduler is not None and options.tuner != "ray":
-        raise UsageError(f"--scheduler {scheduler}: only --tuner ray takes a scheduler "
-                         "(optuna prunes with --pruner; ax stops trials early by itself)")
-    if method is not None and options.tuner != "ax":
-        raise UsageError(f"--ax-method {method}: only --tuner ax takes a method")
-    if options.tuner == "ax":
-        from harness.tuners.ax import METHODS, check_space
-
-        if method is not None and method not in METHODS:
-            raise TunerError(f"--ax-method {method}: unknown method (use one of {', '.join(METHODS)})")
-        check_space(spec)
-    elif options.tuner == "ray":
-        from harness.tuners.ray import make_scheduler
-
-        make_scheduler(scheduler or "fifo", spec, extra, options.seed)
+    takes = set(getattr(cls, "takes", ()))
+    given = {"pruner": options.pruner, **options.tuner_options}
+    for key, (flag, refusal) in _OPTION_FLAGS.items():
+        value = given.get(key)
+        if value is not None and value != _OPTION_DEFAULTS.get(key) and key not in takes:
+            raise UsageError(f"{flag} {value}: {refusal}")
+    check = getattr(cls, "check", None)  # a protocol-only plugin class may have none
+    if check is not None:
+        check(spec, tuner_options(options))
     address = options.engine_options.get("address")
     if address and engine != "ray":
         raise UsageError(f"--ray-address {address}: needs --engine ray (or --tuner ray)")
@@ -239,23 +248,40 @@ def launch(
     manual_configs: list[dict[str, Any]] | None = None,
     manual_seeds: list[int | None] | None = None,
     resume_state: dict[str, Any] | None = None,
+    lock: SweepLock | None = None,
 ) -> SweepSummary:
     """Run a sweep end to end (validated first; see :func:`prepare`).
 
     With ``resume_state`` (a saved state.json), the tuner's own state is read back first, MLflow
-    is reconciled from it, and the sweep continues under the same parent run.
+    is reconciled from it, and the sweep continues under the same parent run. The sweep folder's
+    lock (one driver per sweep) is taken here unless the caller holds it (``lock``).
     """
     p = prepared or prepare(options)
+    if lock is None:
+        lock = _lock(p.state_dir, p.name)
+    try:
+        return _launch(options, p, on_update, manual_configs, manual_seeds, resume_state)
+    finally:
+        lock.release()
+
+
+def _lock(state_dir: Path, name: str) -> SweepLock:
+    """Take the sweep folder's lock, or refuse in one line naming the process that holds it."""
+    lock = SweepLock(state_dir)
+    if not lock.acquire():
+        raise UsageError(f"sweep {name}: another process is driving it (pid {lock.holder()}); "
+                         "wait for it to end, or stop it, then 'harness resume " + name + "'")
+    return lock
+
+
+def _launch(options: SweepOptions, p: Prepared, on_update: Callable[[SweepStats], None] | None,
+            manual_configs: list[dict[str, Any]] | None, manual_seeds: list[int | None] | None,
+            resume_state: dict[str, Any] | None) -> SweepSummary:
     spec = p.spec
     shared = options.storage is not None and "://" in options.storage
     if resume_state is None and not shared and (p.state_dir / "state.json").exists():
         raise UsageError(f"--name {p.name}: a sweep of that name exists; continue it with "
                          f"'harness resume {p.name}' or choose another name")
-    tuner_options = TunerOptions(
-        seed=options.seed, sampler=options.sampler, pruner=options.pruner,
-        storage=options.storage, study_name=p.name, state_dir=p.state_dir,
-        extra={**options.tuner_options, "budget": p.trials},
-    )
     state: dict[str, Any] = resume_state or {
         "name": p.name, "spec_hash": spec.hash(), "tuner": options.tuner, "engine": options.engine,
         "tracking_uri": p.uri, "experiment": p.experiment, "seed": options.seed,
@@ -270,16 +296,19 @@ def launch(
 
         tuner: Any = ManualTuner(manual_configs, manual_seeds)
     else:
-        tuner = make_tuner(options.tuner, spec, tuner_options)
+        tuner = make_tuner(options.tuner, spec, tuner_options(options, p))
         if resume_state is not None:
             restored = tuner.restore()
         else:
             for params in p.first:
                 tuner.enqueue(params)
     tracker = make_tracker(p.uri)
-    from harness.engines import make_engine
+    own_loop = getattr(tuner, "driver", "ask_tell") != "ask_tell"
+    engine = None
+    if not own_loop:
+        from harness.engines import make_engine
 
-    engine = make_engine(options.engine, p.slots, **options.engine_options)
+        engine = make_engine(options.engine, p.slots, **options.engine_options)
     info = SweepInfo(
         name=p.name, experiment=p.experiment, tuner=options.tuner, objective=spec.objective,
         engine=options.engine, seed=options.seed, spec_yaml=spec.to_yaml(), spec_hash=spec.hash(),
@@ -294,26 +323,33 @@ def launch(
     _write_state(p.state_dir, state)
     if restored is not None:
         tracker.reconcile(restored.finished + restored.interrupted)
-    loop = SweepLoop(
-        spec=spec, tuner=tuner, engine=engine, tracker=tracker, objective=spec.objective,
-        budget=p.trials, seed=options.seed, timeout=options.timeout or spec.budget.timeout,
-        trial_timeout=options.trial_timeout or spec.budget.trial_timeout,
+    recorder = Recorder(
+        spec, tracker, budget=p.trials, tell=None if own_loop else tuner.tell,
+        progress=tuner.shared_progress, timeout=options.timeout or spec.budget.timeout,
+        budget_steps=options.budget_steps, state_dir=p.state_dir,
         artifact_root=(p.state_dir / "artifacts").resolve(), on_update=on_update, restored=restored,
-        budget_steps=options.budget_steps,
     )
+    trial_timeout = options.trial_timeout or spec.budget.trial_timeout
+    driver: Any
+    if own_loop:  # Ray Tune: its own loop and trial placement
+        from harness.drivers.ray_tune import RayTuneDriver
+
+        driver = RayTuneDriver(spec=spec, tuner=tuner, recorder=recorder, objective=spec.objective,
+                               budget=p.trials, seed=options.seed, slots=p.slots,
+                               address=options.engine_options.get("address"),
+                               trial_timeout=trial_timeout, state_dir=p.state_dir)
+    else:
+        from harness.drivers.ask_tell import AskTellDriver
+
+        driver = AskTellDriver(spec=spec, tuner=tuner, engine=engine, recorder=recorder,
+                               objective=spec.objective, budget=p.trials, seed=options.seed,
+                               trial_timeout=trial_timeout)
     status = "FAILED"
-    previous = _install_sigint(loop)
+    previous = _install_sigint(recorder)
     try:
-        if isinstance(tuner, RunTuner):  # Ray Tune: its own loop and trial placement
-            stats = loop.stats = tuner.run(RunRequest(
-                objective=spec.objective, budget=p.trials, seed=options.seed, slots=p.slots,
-                timeout=loop.timeout, trial_timeout=loop.trial_timeout,
-                artifact_root=loop.artifact_root, address=options.engine_options.get("address"),
-                budget_steps=loop.budget_steps,
-            ), tracker, on_update)
-        else:
+        if engine is not None:
             engine.start(spec.objective)
-            stats = loop.run()
+        stats = driver.run()
         wait = getattr(tracker, "wait", None)
         if wait is not None:
             wait(timeout=30.0)  # a store that is away gets its backlog retried at finish
@@ -321,15 +357,15 @@ def launch(
         status = "KILLED" if stats.stopped_early == INTERRUPTED else "FINISHED"
     finally:
         _restore_sigint(previous)
-        engine.shutdown()
+        (engine or driver).shutdown()
         tracker.finish_sweep(status)
         tuner.close()
         state["status"] = {"FINISHED": "finished", "KILLED": INTERRUPTED}.get(status, "failed")
-        state["finished"] = loop.stats.finished if loop.stats is not None else None
+        state["finished"] = recorder.stats.finished
         _write_state(p.state_dir, state)
     summary = SweepSummary(
         name=p.name, spec=spec, stats=stats, workers=len(p.slots),
-        startup_seconds=(tuner if isinstance(tuner, RunTuner) else engine).startup_seconds,
+        startup_seconds=(engine or driver).startup_seconds,
         parent_run_id=parent, tracking_uri=p.uri,
         experiment=p.experiment, state_dir=p.state_dir, failed_writes=tracker.failed_writes,
         tracking_errors=list(getattr(tracker, "errors", [])),
@@ -339,9 +375,10 @@ def launch(
     return summary
 
 
-def _install_sigint(loop: SweepLoop) -> Any:
-    """First Ctrl-C: stop dispatching and let running trials stop at their next report.
-    Second Ctrl-C: KeyboardInterrupt, which the loop turns into an immediate, recorded stop."""
+def _install_sigint(recorder: Recorder) -> Any:
+    """First Ctrl-C: stop dispatching; running trials stop and are recorded ``interrupted``
+    (whichever driver runs the sweep). Second Ctrl-C: KeyboardInterrupt, which the driver turns
+    into an immediate, recorded stop."""
     import signal
     import threading
 
@@ -349,8 +386,8 @@ def _install_sigint(loop: SweepLoop) -> Any:
         return None
 
     def handler(signum: int, frame: Any) -> None:
-        if loop.stop_reason is None:
-            loop.stop_reason = INTERRUPTED
+        if recorder.stop_reason is None:
+            recorder.request_stop(INTERRUPTED)
         else:
             raise KeyboardInterrupt
 
@@ -367,46 +404,64 @@ def _restore_sigint(previous: Any) -> None:
 def resume(name: str, *, state_root: Path = STATE_ROOT, space: str | None = None,
            trials: int | None = None, workers: int | None = None, command: str | None = None,
            on_update: Callable[[SweepStats], None] | None = None,
-           tracking_uri: str | None = None) -> SweepSummary:
+           tracking_uri: str | None = None,
+           notify: Callable[[str], None] | None = None) -> SweepSummary:
     """Continue a sweep from ``.harness/sweeps/NAME``: its own spec, tuner state and parent run."""
     state_dir = state_root / name
+    if not (state_dir / "state.json").exists():
+        known = ", ".join(sorted(d.name for d in state_root.glob("*") if (d / "state.json").exists())) or "none"
+        raise UsageError(f"--resume {name}: no sweep state in {state_dir} (known: {known})")
+    lock = _lock(state_dir, name)  # before the state is read: of two resumes, exactly one runs
+    try:
+        return _resume(name, state_dir, lock, space=space, trials=trials, workers=workers,
+                       command=command, on_update=on_update, tracking_uri=tracking_uri, notify=notify)
+    finally:
+        lock.release()
+
+
+def repair_state(state_dir: Path, notify: Callable[[str], None]) -> None:
+    """A torn last record of any append-only state file (the Optuna journal, the event log, Ax's
+    results log) is moved aside, with one line saying so; damage that is not a torn append is
+    refused in one line naming the file (StateFileError)."""
+    for path in sorted([*state_dir.glob("*.jsonl"), *state_dir.glob("*.journal")]):
+        message = repair_jsonl(path)
+        if message:
+            notify(message)
+
+
+def _resume(name: str, state_dir: Path, lock: SweepLock, *, space: str | None, trials: int | None,
+            workers: int | None, command: str | None, on_update: Callable[[SweepStats], None] | None,
+            tracking_uri: str | None, notify: Callable[[str], None] | None) -> SweepSummary:
     try:
         state = json.loads((state_dir / "state.json").read_text())
         saved_spec = load_spec(state_dir / "spec.yaml")
     except (OSError, json.JSONDecodeError):
-        known = ", ".join(sorted(d.name for d in state_root.glob("*") if (d / "state.json").exists())) or "none"
-        raise UsageError(f"--resume {name}: no sweep state in {state_dir} (known: {known})") from None
+        raise UsageError(f"--resume {name}: the sweep state in {state_dir} cannot be read "
+                         "(state.json or spec.yaml is damaged)") from None
     if space is not None and load_spec(space).hash() != saved_spec.hash():
         raise UsageError(
             f"--resume {name}: {space} differs from the spec the sweep started with "
             f"({state_dir / 'spec.yaml'}); start a new sweep or restore the file"
         )
-    if state.get("status") == "running" and _alive(state.get("pid")):
-        raise UsageError(f"--resume {name}: the sweep is still running (pid {state['pid']})")
+    repair_state(state_dir, notify or _stderr)
     saved = dict(state.get("options", {}))
     if workers is not None:
         saved["workers"] = workers
     if tracking_uri is not None and tracking_uri != state.get("tracking_uri"):
         raise UsageError(f"--resume {name}: the sweep logs to {state.get('tracking_uri')}, not {tracking_uri}")
     options = SweepOptions(
-        space=str(state_dir / "spec.yaml"), name=name, state_root=state_root, command=command,
+        space=str(state_dir / "spec.yaml"), name=name, state_root=state_dir.parent, command=command,
         tracking_uri=state.get("tracking_uri") or "none", trials=trials or state.get("trials"),
         **{k: v for k, v in saved.items() if k != "experiment"},
         experiment=state.get("experiment"),
     )
     p = prepare(options, saved_spec)
     p.first = []
-    return launch(options, on_update, prepared=p, resume_state=state)
+    return launch(options, on_update, prepared=p, resume_state=state, lock=lock)
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+def _stderr(message: str) -> None:
+    print(f"harness: {message}", file=sys.stderr)
 
 
 def run_trial(options: SweepOptions, overrides: dict[str, Any],

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.tuners.base import TrialResult, TrialState
+from harness.trials import TrialResult, TrialState
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # a server that went away must not hold the writer for minutes per call: fail fast, and let

@@ -10,45 +10,10 @@ from __future__ import annotations
 import os
 import traceback as tb
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from harness.objective import TrialPruned, load_objective
-
-
-@dataclass(frozen=True)
-class TrialTask:
-    number: int
-    objective: str
-    params: dict[str, Any]
-    config: dict[str, Any]
-    seed: int
-    timeout: float | None = None
-    artifact_dir: str | None = None
-
-
-@dataclass(frozen=True)
-class Report:
-    number: int
-    step: int
-    metrics: dict[str, float]
-
-
-@dataclass(frozen=True)
-class Done:
-    """How a trial ended on its worker. ``status``: ok | pruned | error | timeout | died."""
-
-    number: int
-    status: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    reason: str | None = None
-    traceback: str | None = None
-    steps: int = 0
-    seconds: float = 0.0
-    device: str = "cpu"
-
-
-Event = Report | Done
+from harness.trials import Done, Event, Report, TrialTask  # noqa: F401  (the engine's messages)
 
 
 class Engine(Protocol):

@@ -29,7 +29,6 @@ This module imports Ax at module level; it is imported only for ``--tuner ax``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -45,17 +44,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.files import append_line, read_jsonl, repair_jsonl
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
-from harness.tuners.base import (
-    INTERRUPTED,
-    Restored,
-    Suggestion,
-    TrialResult,
-    TrialState,
-    TunerError,
-    TunerOptions,
-    sample_uniform,
-)
+from harness.trials import INTERRUPTED, Restored, Suggestion, TrialResult, TrialState
+from harness.tuners.base import Tuner, TunerError, TunerOptions, sample_uniform
 
 _disabled = logging.root.manager.disable
 logging.disable(logging.INFO)  # Ax logs INFO lines on import: keep the CLI's stderr to errors
@@ -267,11 +259,21 @@ REQUEUE = "harness_requeue_of"  # run metadata of an interrupted trial's second 
 PRUNED_EARLY = "harness: pruned before its first report"  # abandoned: Ax's stop needs data
 
 
-class AxTuner:
+class AxTuner(Tuner):
     """Ask / report / tell on an Ax ``Client``; once the sweep runs, only one background
     thread touches the client."""
 
     name = "ax"
+    resumable = True
+    takes = ("ax_method",)
+
+    @classmethod
+    def check(cls, spec: SweepSpec, options: TunerOptions) -> None:
+        """An unknown ``--ax-method``, or a space Ax cannot express."""
+        method = options.ax_method or options.extra.get("ax_method")
+        if method is not None and method not in METHODS:
+            raise TunerError(f"--ax-method {method}: unknown method (use one of {', '.join(METHODS)})")
+        check_space(spec)
     AHEAD = 1  # suggestions computed ahead of demand while the workers are busy
     SAVE_EVERY_S = 2.0  # results are saved at least this often while more keep arriving
 
@@ -310,13 +312,17 @@ class AxTuner:
     def from_spec(cls, spec: SweepSpec, options: TunerOptions) -> AxTuner:
         pin_threads()
         extra = options.extra
-        method = extra.get("ax_method") or "fast"
+        method = options.ax_method or extra.get("ax_method") or "fast"
         if method not in METHODS:
             raise TunerError(f"--ax-method {method}: unknown method (use one of {', '.join(METHODS)})")
         tr = translate(spec)
         state_path = options.state_dir / STATE_FILE if options.state_dir is not None else None
         if state_path is not None and state_path.exists():
-            client = Client.load_from_json_file(str(state_path))
+            try:
+                client = Client.load_from_json_file(str(state_path))
+            except ValueError:  # JSONDecodeError: a damaged file, not a torn append
+                raise TunerError(f"{state_path}: Ax's saved state is not readable JSON (damaged); restore it "
+                                 "from a backup or start the sweep under another --name") from None
         else:
             if state_path is not None:  # a log without its client belongs to no trial of this one
                 state_path.with_name(RESULTS_FILE).unlink(missing_ok=True)
@@ -333,7 +339,7 @@ class AxTuner:
             )
         min_curves = int(extra.get("ax_min_curves", 4))
         client.set_early_stopping_strategy(early_stopping_strategy(min_curves))
-        budget = extra.get("budget")
+        budget = options.budget or extra.get("budget")
         return cls(spec, client, tr, state_path=state_path, seed=options.seed,
                    budget=int(budget) if budget else None,
                    early_stopping=bool(extra.get("ax_early_stopping", True)), min_curves=min_curves)
@@ -613,11 +619,8 @@ class AxTuner:
                    "steps": r.steps, "reason": r.reason})
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.state_path is None:
-            return
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.state_path.with_name(RESULTS_FILE), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")  # one write of a whole line
+        if self.state_path is not None:
+            append_line(self.state_path.with_name(RESULTS_FILE), record)
 
     def _read_log(self) -> tuple[set[int] | None, list[TrialResult]]:
         """The trials handed to the sweep (None: no log) and the results told, in order."""
@@ -627,11 +630,8 @@ class AxTuner:
         asked: set[int] = set()
         told: list[TrialResult] = []
         trials = self.client._experiment.trials
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a crash mid-write
-                continue
+        repair_jsonl(path)  # a line cut short by a crash mid-write is moved aside
+        for rec in read_jsonl(path):
             if rec.get("event") == "asked":
                 asked.update(rec["numbers"])
                 continue

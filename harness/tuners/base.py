@@ -1,9 +1,11 @@
 """The tuner protocol: who proposes trials, separate from where they run (the engine).
 
 A tuner backend is one file implementing :class:`Tuner` (ask / report / tell) and registered in
-the entry-point group ``harness.tuners``; the sweep loop in :mod:`harness.sweep` joins it to an
-engine. Tools that own their loop and trial placement (Ray Tune) are a different kind and are
-not driven through this protocol.
+the entry-point group ``harness.tuners``; the ask/tell driver (:mod:`harness.drivers.ask_tell`)
+joins it to an engine. A tuner imports only the spec and the trial types: it never sees the
+engine, the tracker or the recorder. Ray Tune, which owns its loop and trial placement, is
+driven by its own driver (:mod:`harness.drivers.ray_tune`); its tuner class only proposes
+(domains, searcher, scheduler) and restores.
 """
 
 from __future__ import annotations
@@ -11,54 +13,24 @@ from __future__ import annotations
 import importlib
 import math
 from dataclasses import dataclass, field
-from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from harness.sweep import SweepStats
-    from harness.tracking import Tracker
+from harness.trials import (  # noqa: F401  (re-exported: the types a tuner works with)
+    INTERRUPTED,
+    Progress,
+    Restored,
+    Suggestion,
+    TrialResult,
+    TrialState,
+    interrupted_result,
+)
 
 ENTRY_POINT_GROUP = "harness.tuners"
-
-
-class TrialState(StrEnum):
-    COMPLETE = "complete"
-    PRUNED = "pruned"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    """A configuration to evaluate: ``number`` is unique within the sweep."""
-
-    number: int
-    params: dict[str, Any]
-    seed: int | None = None  # None: derived from the sweep's seed and the number
-
-
-@dataclass
-class TrialResult:
-    """How a trial ended, as the sweep loop tells it to the tuner and the tracker."""
-
-    number: int
-    params: dict[str, Any]
-    state: TrialState
-    value: float | None = None  # the spec's metric: final when complete, last reported when pruned
-    metrics: dict[str, float] = field(default_factory=dict)
-    reason: str | None = None  # why it failed or was pruned
-    traceback: str | None = None
-    steps: int = 0  # the trainer's own unit: the last step it reported
-    seconds: float = 0.0
-    device: str = "cpu"
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,88 +43,68 @@ class TunerOptions:
     storage: str | None = None
     study_name: str | None = None
     state_dir: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    budget: int | None = None  # the sweep's number of trials (Ray Tune numbers re-runs past it)
+    scheduler: str | None = None  # Ray Tune's scheduler
+    ax_method: str | None = None  # Ax's generation strategy
+    extra: dict[str, Any] = field(default_factory=dict)  # backend-specific knobs (plugins, max_t, ...)
 
 
-INTERRUPTED = "interrupted"
+class Tuner:
+    """Ask for configurations, hear intermediate results, learn the outcome.
 
-
-@dataclass
-class Restored:
-    """A tuner's own record of a sweep, read back on resume (the source of truth).
-
-    ``finished`` trials count toward the budget. ``interrupted`` ones were running when the
-    sweep died (or was stopped with Ctrl-C): they are failed with reason ``interrupted``, do
-    not count, and the tuner has queued their parameters to run again once.
+    A backend subclasses this (or implements the same methods): ``ask`` / ``report`` / ``tell``
+    are the protocol; the optional abilities below are no-op defaults that a backend overrides
+    when it has them, so a driver calls them without asking whether they exist. ``check`` is
+    the backend's own validation of the options and the space, run before anything is created.
     """
 
-    finished: list[TrialResult] = field(default_factory=list)
-    interrupted: list[TrialResult] = field(default_factory=list)
+    name: str = "tuner"
+    driver: str = "ask_tell"  # "ray_tune": a tool that owns its loop, run by its own driver
+    # options of the CLI this backend takes besides the common ones (--seed, --storage ...):
+    # the runner refuses any other backend-specific option for it, in one line
+    takes: tuple[str, ...] = ()
 
+    @classmethod
+    def check(cls, spec: SweepSpec, options: TunerOptions) -> None:
+        """Raise :class:`TunerError` (one line) when ``options`` or ``spec`` do not suit this
+        backend; called for whichever tuner is chosen before any run is created."""
 
-@dataclass(frozen=True)
-class Progress:
-    """A sweep's progress as every process that shares its study sees it."""
-
-    finished: int  # complete + pruned + failed (interrupted ones excluded)
-    best: float | None
-    cum_steps: int
-
-
-class Tuner(Protocol):
-    """Ask for configurations, hear intermediate results, learn the outcome."""
-
-    name: str
+    @classmethod
+    def from_spec(cls, spec: SweepSpec, options: TunerOptions) -> Tuner:
+        raise NotImplementedError
 
     def ask(self, n: int) -> list[Suggestion]:
         """Up to ``n`` new configurations (fewer is allowed; none ends the sweep early)."""
-        ...
+        raise NotImplementedError
 
     def report(self, number: int, step: int, value: float) -> bool:
         """An intermediate value of trial ``number`` at ``step``; True means prune it."""
-        ...
+        return False
 
     def tell(self, result: TrialResult) -> None:
         """The trial's outcome (complete, pruned or failed)."""
-        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what the tuner holds (threads, storages)."""
 
-    # Optional: ``enqueue(params)`` evaluates known configurations first; ``restore() -> Restored``
-    # makes the tuner resumable; ``shared_progress() -> Progress | None`` gives the progress of a
-    # study that other processes share, for the parent run's curves, and ``take_lost() ->
-    # list[TrialResult]`` the trials of other processes it found dead, whose runs the sweep
-    # settles (the sweep loop checks with hasattr).
+    # -- optional abilities (no-op defaults) ----------------------------------------------------
+    resumable: bool = False  # restore() reads back a sweep
 
+    def enqueue(self, params: dict[str, Any]) -> None:
+        """Evaluate ``params`` before the tuner's own suggestions."""
+        raise TunerError(f"--tuner {self.name}: this tuner cannot evaluate given configurations first")
 
-@dataclass
-class RunRequest:
-    """What a :class:`RunTuner` needs to run a whole sweep itself."""
+    def restore(self) -> Restored:
+        """The tuner's own record of the sweep (resume); queues interrupted trials once."""
+        raise TunerError(f"--resume: the {self.name} tuner keeps no state to resume from")
 
-    objective: str
-    budget: int
-    seed: int
-    slots: list[str]  # one per concurrent trial: "cpu" or "cuda:N" (K per GPU: 1/K of a GPU each)
-    timeout: float | None = None  # stop proposing trials after this many seconds
-    trial_timeout: float | None = None
-    artifact_root: Path | None = None
-    address: str | None = None  # a Ray cluster to join (None: start one here)
-    budget_steps: int | None = None  # stop proposing once finished trials used this many steps
+    def shared_progress(self) -> Progress | None:
+        """The progress of a study other processes share (the parent run's curves), or None."""
+        return None
 
-
-@runtime_checkable
-class RunTuner(Protocol):
-    """A tuner that owns its loop and trial placement (Ray Tune): the runner hands it the whole
-    sweep instead of driving ask / tell on an engine. It reports every trial to ``tracker``
-    (``trial_started`` / ``trial_report`` / ``trial_finished``) in the sweep loop's layout."""
-
-    name: str
-    startup_seconds: float
-
-    def run(self, request: RunRequest, tracker: Tracker,
-            on_update: Callable[[SweepStats], None] | None = None) -> SweepStats: ...
-
-    def close(self) -> None: ...
+    def take_lost(self) -> list[TrialResult]:
+        """Trials of other processes found dead, whose child runs this process settles."""
+        return []
 
 
 class TunerError(ValueError):
@@ -172,15 +124,37 @@ def registered_tuners() -> dict[str, str]:
     return {**BUILTIN, **{ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}}
 
 
-def make_tuner(name: str, spec: SweepSpec, options: TunerOptions) -> Tuner:
-    """Build the tuner registered as ``name`` (a class with ``from_spec``)."""
+def tuner_class(name: str) -> type:
+    """The class registered as ``name`` (imported, not built: for its ``check``)."""
     registry = registered_tuners()
     if name not in registry:
         known = ", ".join(sorted(registry))
         raise TunerError(f"--tuner {name}: unknown tuner (installed: {known})")
     module, _, attr = registry[name].partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    return cls.from_spec(spec, options)
+    return getattr(importlib.import_module(module), attr)
+
+
+def make_tuner(name: str, spec: SweepSpec, options: TunerOptions) -> Tuner:
+    """Build the tuner registered as ``name`` (a class with ``from_spec``). A plugin class that
+    implements the protocol without subclassing :class:`Tuner` gets its no-op abilities."""
+    tuner = tuner_class(name).from_spec(spec, options)
+    return tuner if isinstance(tuner, Tuner) else _Adapted(tuner)
+
+
+class _Adapted(Tuner):
+    """A protocol-only tuner object, given :class:`Tuner`'s optional abilities where it lacks them."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.name = getattr(inner, "name", type(inner).__name__)
+
+    def __getattribute__(self, attr: str) -> Any:
+        if attr in ("_inner", "__class__", "__dict__", "name"):
+            return object.__getattribute__(self, attr)
+        inner = object.__getattribute__(self, "_inner")
+        if hasattr(inner, attr):
+            return getattr(inner, attr)
+        return object.__getattribute__(self, attr)
 
 
 def sample_uniform(spec: SweepSpec, rng: np.random.Generator) -> dict[str, Any]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.tuners.base import Suggestion, TrialResult
+from harness.trials import Suggestion, TrialResult
+from harness.tuners.base import Tuner
 
 
-class ManualTuner:
+class ManualTuner(Tuner):
     name = "manual"
 
     def __init__(self, configs: list[dict[str, Any]], seeds: list[int | None] | None = None,

@@ -26,16 +26,8 @@ from optuna.trial import TrialState as OptunaState
 from harness.files import write_atomic
 from harness.masking import mask_url
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
-from harness.tuners.base import (
-    INTERRUPTED,
-    Progress,
-    Restored,
-    Suggestion,
-    TrialResult,
-    TrialState,
-    TunerError,
-    TunerOptions,
-)
+from harness.trials import INTERRUPTED, Progress, Restored, Suggestion, TrialResult, TrialState
+from harness.tuners.base import Tuner, TunerError, TunerOptions
 
 SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("none", "median", "hyperband", "sha")
@@ -178,8 +170,17 @@ def _owner(state_dir: Path | None) -> str | None:
     return owner
 
 
-class OptunaTuner:
+class OptunaTuner(Tuner):
     name = "optuna"
+    resumable = True
+    takes = ("sampler", "pruner", "storage")
+
+    @classmethod
+    def check(cls, spec: SweepSpec, options: TunerOptions) -> None:
+        if options.sampler not in SAMPLERS:
+            raise TunerError(f"--sampler {options.sampler}: unknown sampler (use one of {', '.join(SAMPLERS)})")
+        if options.pruner not in PRUNERS:
+            raise TunerError(f"--pruner {options.pruner}: unknown pruner (use one of {', '.join(PRUNERS)})")
 
     def __init__(self, spec: SweepSpec, study: optuna.Study, state_dir: Path | None = None,
                  lost: _RetryAndRecord | None = None) -> None:

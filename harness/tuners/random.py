@@ -10,18 +10,11 @@ import numpy as np
 
 from harness.files import write_atomic
 from harness.spec import SweepSpec
-from harness.tuners.base import (
-    INTERRUPTED,
-    Restored,
-    Suggestion,
-    TrialResult,
-    TrialState,
-    TunerOptions,
-    sample_uniform,
-)
+from harness.trials import INTERRUPTED, Restored, Suggestion, TrialResult, TrialState
+from harness.tuners.base import Tuner, TunerError, TunerOptions, sample_uniform
 
 
-class RandomTuner:
+class RandomTuner(Tuner):
     """Independent uniform (log-uniform on log scales) draws; never prunes.
 
     The i-th draw depends only on the seed and i. With a state folder, every ask and tell is
@@ -30,6 +23,7 @@ class RandomTuner:
     """
 
     name = "random"
+    resumable = True
 
     def __init__(self, spec: SweepSpec, seed: int = 0, state_dir: Path | None = None) -> None:
         self.spec = spec
@@ -39,7 +33,11 @@ class RandomTuner:
         self._trials: dict[int, dict[str, Any]] = {}
         self._path = state_dir / "random.json" if state_dir is not None else None
         if self._path is not None and self._path.exists():
-            saved = json.loads(self._path.read_text())
+            try:
+                saved = json.loads(self._path.read_text())
+            except ValueError:
+                raise TunerError(f"{self._path}: not readable JSON (damaged); restore it from a backup "
+                                 "or start the sweep under another --name") from None
             self.next_number = saved["next_number"]
             self._trials = {int(k): v for k, v in saved["trials"].items()}
             self._queue = [(q["params"], q.get("requeue_of")) for q in saved.get("queue", [])]

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.runner import SweepOptions, SweepSummary, launch
 from harness.spec import ChoiceParam, SweepSpec, load_spec
-from harness.sweep import trial_seed
+from harness.trials import trial_seed
 from harness.tuners.base import sample_uniform
 from tests.conftest import ROOT
 

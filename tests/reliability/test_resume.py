@@ -58,7 +58,7 @@ def random_ledger(tmp_path: Path, name: str) -> dict:
 def progress(tmp_path: Path, name: str) -> int:
     """Bytes the tuner's own state has written (it grows as trials are asked and finish)."""
     folder = tmp_path / ".harness" / "sweeps" / name
-    files = ("optuna.journal", "ax.results.jsonl", "random.json", "ray.results.jsonl")
+    files = ("optuna.journal", "ax.results.jsonl", "random.json", "events.jsonl")
     return sum((folder / f).stat().st_size for f in files if (folder / f).exists())
 
 
@@ -85,7 +85,7 @@ def finished_states(tmp_path: Path, tuner: str, name: str) -> dict[int, str]:
         from harness.tuners.ray import LOG_FILE, read_log
 
         _, finished = read_log(tmp_path / ".harness" / "sweeps" / name / LOG_FILE)
-        return {int(r["number"]): r["state"] for r in finished.values()}
+        return {int(r["number"]): r["state"] for r in finished.values() if r.get("reason") != "interrupted"}
     if tuner == "optuna":
         return {t.number: t.state.name.lower().replace("fail", "failed")
                 for t in optuna_trials(tmp_path, name)

@@ -1,0 +1,7 @@
+"""Drivers join a tuner to where trials run and hand every trial event to the one recorder.
+
+- :mod:`harness.drivers.ask_tell`: our loop: ask the tuner, dispatch on an engine (local
+  processes, Ray), decide prunes from reports, tell the tuner (optuna, ax, random, plugins).
+- :mod:`harness.drivers.ray_tune`: Ray Tune's own loop, its searcher and schedulers placing
+  and stopping trials on Ray; a callback hands its trial events to the same recorder.
+"""

@@ -1,0 +1,205 @@
+"""One sweep, two drivers: Ctrl-C behaves the same on Ray Tune's loop as on the ask/tell loop;
+one driver per sweep without a race; a torn tuner state file is repaired, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.files import StateFileError, SweepLock, repair_jsonl, write_atomic
+from tests.conftest import harness_env
+
+SPACE = """
+objective: tests.objectives:sleepy
+metric: {name: value, goal: minimize}
+fixed: {steps: 6, pause: 0.25}
+params:
+  x: {type: float, low: -1.0, high: 1.0}
+budget: {trials: 6}
+"""
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=harness_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def children(uri: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("space")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("harness.kind") == "trial"]
+
+
+def events(folder: Path) -> list[dict]:
+    path = folder / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# -- Ctrl-C on Ray Tune's loop ---------------------------------------------------------------------
+def test_ctrl_c_on_ray_tune_exits_130_leaves_nothing_running_and_resumes(tmp_path, write_space):
+    space = write_space(SPACE)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    folder = tmp_path / ".harness" / "sweeps" / "rayc"
+    proc = start(tmp_path, "sweep", str(space), "--tuner", "ray", "--workers", "2", "--devices", "cpu",
+                 "--tracking-uri", uri, "--name", "rayc")
+    deadline = time.time() + 180
+    while time.time() < deadline:  # some trials finished, others running
+        evs = events(folder)
+        done = sum(e["event"] == "finished" for e in evs)
+        if done >= 1 and sum(e["event"] == "started" for e in evs) > done:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, errs = proc.communicate(timeout=120)
+    assert proc.returncode == 130, errs[-3000:]
+    assert "harness resume rayc" in errs
+    assert "Traceback" not in errs
+    state = json.loads((folder / "state.json").read_text())
+    assert state["status"] == "interrupted"
+    kids = children(uri)
+    assert not [k for k in kids if k.info.status == "RUNNING"], "a child run was left RUNNING"
+    interrupted = [k for k in kids if k.data.tags.get("harness.reason") == "interrupted"]
+    assert interrupted and all(k.data.tags["harness.state"] == "failed" for k in interrupted)
+    first_params = Counter(k.data.params["x"] for k in interrupted)
+
+    resumed = start(tmp_path, "resume", "rayc")
+    _, errs = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, errs[-3000:]
+    kids = children(uri)
+    counted = [k for k in kids if k.data.tags.get("harness.reason") != "interrupted"]
+    assert len(counted) == 6, "the budget is completed"
+    assert not [k for k in kids if k.info.status == "RUNNING"]
+    reruns = Counter(k.data.params["x"] for k in counted if k.data.params["x"] in first_params)
+    assert set(reruns) == set(first_params) and set(reruns.values()) == {1}, "each interrupted one ran again once"
+
+
+# -- one driver per sweep --------------------------------------------------------------------------
+def test_two_resumes_started_at_once_exactly_one_runs(tmp_path, write_space):
+    space = write_space(SPACE.replace("pause: 0.25", "pause: 0.1"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    folder = tmp_path / ".harness" / "sweeps" / "twice"
+    first = start(tmp_path, "sweep", str(space), "--tuner", "random", "--workers", "1", "--devices", "cpu",
+                  "--tracking-uri", uri, "--name", "twice")
+    deadline = time.time() + 120
+    while time.time() < deadline and sum(e["event"] == "finished" for e in events(folder)) < 1:
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)  # a dead driver: its lock must not block the resume
+    first.wait(timeout=30)
+    a, b = start(tmp_path, "resume", "twice"), start(tmp_path, "resume", "twice")
+    (_, err_a), (_, err_b) = a.communicate(timeout=300), b.communicate(timeout=300)
+    codes = sorted([a.returncode, b.returncode])
+    assert codes == [0, 2], (err_a[-2000:], err_b[-2000:])
+    refused = err_a if a.returncode == 2 else err_b
+    lines = [ln for ln in refused.splitlines() if ln.strip() and not ln.startswith("resuming")]
+    assert len(lines) == 1 and "another process is driving it (pid" in lines[0], refused
+    assert "Traceback" not in err_a + err_b
+    kids = children(uri)
+    numbers = Counter(int(k.data.tags["harness.trial"]) for k in kids)
+    assert max(numbers.values()) == 1, "a trial number was recorded twice"
+    assert sum(k.data.tags["harness.state"] == "complete" for k in kids) == 6
+
+
+def test_a_lock_is_exclusive_per_process_and_freed_when_its_process_dies(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from harness.files import SweepLock;"
+         f"l = SweepLock(Path({str(tmp_path)!r})); print(l.acquire(), flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env=harness_env())
+    assert holder.stdout.readline().strip() == "True"
+    lock = SweepLock(tmp_path)
+    assert not lock.acquire() and lock.holder() == str(holder.pid)
+    holder.kill()
+    holder.wait()
+    assert lock.acquire(), "the kernel frees the lock of a dead process"
+    lock.release()
+
+
+def test_the_atomic_writer_never_shares_a_temporary_file(tmp_path):
+    import threading
+
+    path = tmp_path / "state.json"
+    errors: list[BaseException] = []
+
+    def write(i: int) -> None:
+        try:
+            for j in range(50):
+                write_atomic(path, json.dumps({"writer": i, "j": j}))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert json.loads(path.read_text())["j"] == 49
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+# -- torn state files ------------------------------------------------------------------------------
+def test_repair_moves_a_torn_tail_aside_and_refuses_a_damaged_middle(tmp_path):
+    path = tmp_path / "log.jsonl"
+    whole = [{"a": 1}, {"b": 2}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in whole) + '{"c": 3, "d"')
+    message = repair_jsonl(path)
+    assert message and "moved it aside" in message and "2 complete records" in message
+    assert [json.loads(x) for x in path.read_text().splitlines()] == whole
+    backups = list(tmp_path.glob("log.jsonl.torn-*"))
+    assert len(backups) == 1 and backups[0].read_text() == '{"c": 3, "d"'
+    assert repair_jsonl(path) is None  # nothing left to do
+    path.write_text('{"a": 1}\n{"b": 2}')  # a whole record without its newline is kept
+    assert repair_jsonl(path) is None and path.read_text() == '{"a": 1}\n{"b": 2}\n'
+    path.write_text('{"a": 1}\n{"b"\n{"c": 3}\n')
+    with pytest.raises(StateFileError, match="line 2 of 3 is not a JSON record"):
+        repair_jsonl(path)
+    assert path.read_text() == '{"a": 1}\n{"b"\n{"c": 3}\n', "nothing is changed when refused"
+
+
+def test_a_torn_optuna_journal_is_repaired_on_resume(tmp_path, write_space):
+    space = write_space(SPACE.replace("pause: 0.25", "pause: 0.01").replace("trials: 6", "trials: 3"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = subprocess.run([sys.executable, "-m", "harness.cli", "sweep", str(space), "--tuner", "optuna",
+                          "--workers", "1", "--devices", "cpu", "--tracking-uri", uri, "--name", "torn"],
+                         cwd=tmp_path, env=harness_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    journal = tmp_path / ".harness" / "sweeps" / "torn" / "optuna.journal"
+    with open(journal, "a") as f:
+        f.write('{"op_code": 4, "worker_id": "x", "trial_id": 9, "param')  # a crash mid-append
+    run = subprocess.run([sys.executable, "-m", "harness.cli", "resume", "torn", "--trials", "5"],
+                         cwd=tmp_path, env=harness_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "optuna.journal: its last record was cut short" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert list(journal.parent.glob("optuna.journal.torn-*"))
+    assert sum(k.data.tags["harness.state"] == "complete" for k in children(uri)) == 5
+    # damage that is not a torn append: refused in one line naming the file, nothing changed
+    lines = journal.read_text().splitlines()
+    lines[1] = lines[1][: len(lines[1]) // 2]
+    journal.write_text("\n".join(lines) + "\n")
+    before = journal.read_bytes()
+    run = subprocess.run([sys.executable, "-m", "harness.cli", "resume", "torn", "--trials", "6"],
+                         cwd=tmp_path, env=harness_env(), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert ".harness/sweeps/torn/optuna.journal: line 2 of" in run.stderr
+    assert journal.read_bytes() == before
+
+
+def test_the_event_log_is_fsynced_per_record(tmp_path, monkeypatch):
+    """Every started / finished record reaches the disk before MLflow hears of it."""
+    from harness.files import append_line
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    append_line(tmp_path / "events.jsonl", {"event": "started", "number": 0})
+    assert synced and (tmp_path / "events.jsonl").read_text().endswith("\n")
