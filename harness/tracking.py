@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness import names as N
 from harness.trials import TrialResult, TrialState
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -36,7 +37,7 @@ logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-PARENT_TAG = "mlflow.parentRunId"
+PARENT_TAG = N.TAG_PARENT
 
 
 class TrackingError(RuntimeError):
@@ -273,15 +274,15 @@ class MLflowTracker:
             created = parent_run_id is None
             if parent_run_id is None:
                 tags = {
-                    "harness.tuner": info.tuner,
-                    "harness.objective": info.objective,
-                    "harness.seed": str(info.seed),
-                    "harness.engine": info.engine,
-                    "harness.sweep": info.name,
-                    "harness.spec_hash": info.spec_hash,
-                    "harness.metric": info.metric,
-                    "harness.goal": info.goal,
-                    "harness.kind": "sweep",
+                    N.TAG_TUNER: info.tuner,
+                    N.TAG_OBJECTIVE: info.objective,
+                    N.TAG_SEED: str(info.seed),
+                    N.TAG_ENGINE: info.engine,
+                    N.TAG_SWEEP: info.name,
+                    N.TAG_SPEC_HASH: info.spec_hash,
+                    N.TAG_METRIC: info.metric,
+                    N.TAG_GOAL: info.goal,
+                    N.TAG_KIND: N.KIND_SWEEP,
                     **info.tags,
                 }
                 run = self.client.create_run(self.experiment_id, run_name=info.name, tags=tags)
@@ -290,7 +291,7 @@ class MLflowTracker:
                     parent_run_id,
                     params=[Param(k, _str(v)) for k, v in list(info.params.items())[:100]],
                 )
-                self.client.log_text(parent_run_id, info.spec_yaml, "spec.yaml")
+                self.client.log_text(parent_run_id, info.spec_yaml, N.ARTIFACT_SPEC)
                 if join:  # several processes may have raced to create it: all keep the first
                     first = self._elect_parent(info.name)
                     if first is not None and first != parent_run_id:
@@ -315,7 +316,7 @@ class MLflowTracker:
         """The first parent run created for sweep ``name`` (by start time, then id), if any."""
         found = self.client.search_runs(
             [self.experiment_id], max_results=100,
-            filter_string=f"tags.`harness.kind` = 'sweep' and tags.`harness.sweep` = '{name}'",
+            filter_string=f"{N.flt(N.TAG_KIND, N.KIND_SWEEP)} and {N.flt(N.TAG_SWEEP, name)}",
         )
         if not found:
             return None
@@ -383,7 +384,7 @@ class MLflowTracker:
             if attempts > 1:  # a retry: the store may have made the run before the reply was lost
                 found = self.client.search_runs(
                     [self.experiment_id], max_results=1,
-                    filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and tags.`harness.trial` = '{number}'",
+                    filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}' and {N.flt(N.TAG_TRIAL, str(number))}",
                 )
                 if found:
                     self._runs[number] = found[0].info.run_id
@@ -398,11 +399,11 @@ class MLflowTracker:
                 start_time=start,
                 tags={
                     PARENT_TAG: self.parent_run_id,
-                    "harness.trial": str(number),
-                    "harness.state": "running",
-                    "harness.seed": str(seed),
-                    "harness.device": device,
-                    "harness.kind": "trial",
+                    N.TAG_TRIAL: str(number),
+                    N.TAG_STATE: N.STATE_RUNNING,
+                    N.TAG_SEED: str(seed),
+                    N.TAG_DEVICE: device,
+                    N.TAG_KIND: N.KIND_TRIAL,
                 },
             )
             self._runs[number] = run.info.run_id
@@ -425,9 +426,9 @@ class MLflowTracker:
                 [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'",
                 max_results=50000,
             ):
-                number = int(run.data.tags.get("harness.trial", -1))
+                number = int(run.data.tags.get(N.TAG_TRIAL, -1))
                 self._runs[number] = run.info.run_id
-                if run.data.tags.get("harness.state", "running") != "running":
+                if run.data.tags.get(N.TAG_STATE, N.STATE_RUNNING) != N.STATE_RUNNING:
                     self._settled.add(number)
             for r in results:
                 if r.number not in self._settled:
@@ -469,10 +470,10 @@ class MLflowTracker:
 
             self._write_result(result, elapsed, end, artifact_dir)
             if self.parent_run_id:
-                progress = [Metric("trials_finished", float(finished), end, finished)]
+                progress = [Metric(N.METRIC_TRIALS_FINISHED, float(finished), end, finished)]
                 if best is not None:
-                    progress += [Metric("best_so_far", best, end, finished),
-                                 Metric("best_so_far_by_steps", best, end, cum_steps)]
+                    progress += [Metric(N.METRIC_BEST_SO_FAR, best, end, finished),
+                                 Metric(N.METRIC_BEST_SO_FAR_BY_STEPS, best, end, cum_steps)]
                 self.client.log_batch(self.parent_run_id, metrics=progress)
 
         self._submit(op)
@@ -485,26 +486,26 @@ class MLflowTracker:
         if result.number not in self._runs:  # started before a crash, or its create failed
             run_id = self.client.create_run(
                 self.experiment_id, run_name=f"trial-{result.number}", start_time=end,
-                tags={PARENT_TAG: self.parent_run_id, "harness.trial": str(result.number),
-                      "harness.kind": "trial", "harness.seed": str(result.seed)},
+                tags={PARENT_TAG: self.parent_run_id, N.TAG_TRIAL: str(result.number),
+                      N.TAG_KIND: N.KIND_TRIAL, N.TAG_SEED: str(result.seed)},
             ).info.run_id
             self._runs[result.number] = run_id
             self.client.log_batch(run_id, params=[Param(k, _str(v)) for k, v in result.params.items()])
         run_id = self._runs[result.number]
         self._flush(result.number)
         final = [Metric(k, v, end, result.steps) for k, v in result.metrics.items() if _loggable(v)]
-        final += [Metric("elapsed_s", elapsed, end, 0), Metric("seconds", result.seconds, end, 0),
-                  Metric("steps", float(result.steps), end, 0)]
+        final += [Metric(N.METRIC_ELAPSED, elapsed, end, 0), Metric(N.METRIC_SECONDS, result.seconds, end, 0),
+                  Metric(N.METRIC_STEPS, float(result.steps), end, 0)]
         if result.state is TrialState.COMPLETE and result.value is not None and not result.metrics:
             final.append(Metric(self.metric, result.value, end, result.steps))  # reconciled
-        tags = [RunTag("harness.state", result.state.value)]
+        tags = [RunTag(N.TAG_STATE, result.state.value)]
         if result.device != "?":
-            tags.append(RunTag("harness.device", result.device))
+            tags.append(RunTag(N.TAG_DEVICE, result.device))
         if result.reason:
-            tags.append(RunTag("harness.reason", result.reason[:5000]))
+            tags.append(RunTag(N.TAG_REASON, result.reason[:5000]))
         self.client.log_batch(run_id, metrics=final, tags=tags)
         if result.traceback:
-            self.client.log_text(run_id, result.traceback, "traceback.txt")
+            self.client.log_text(run_id, result.traceback, N.ARTIFACT_TRACEBACK)
         if artifact_dir and Path(artifact_dir).is_dir() and any(Path(artifact_dir).iterdir()):
             self.client.log_artifacts(run_id, artifact_dir)
         self.client.set_terminated(run_id, _STATUS[result.state], end_time=end)
