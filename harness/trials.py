@@ -9,6 +9,7 @@ imports nothing of the harness but the spec, so every layer can import it withou
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -96,6 +97,20 @@ class Restored:
     def add(self, result: TrialResult) -> None:
         """File a trial read back from a tuner's state by the resume rule."""
         (self.interrupted if result.interrupted else self.finished).append(result)
+
+
+def resume_rule(results: Iterable[TrialResult], requeued: set[int],
+                requeue: Callable[[TrialResult], None]) -> Restored:
+    """The resume rule, written once for every tuner: a trial that was running when the sweep
+    stopped is failed with reason ``interrupted``, does not count toward the budget, and its
+    parameters run again once (``requeue`` is called unless ``requeued`` already holds its
+    number); every other trial counts."""
+    out = Restored()
+    for result in results:
+        out.add(result)
+        if result.interrupted and result.number not in requeued:
+            requeue(result)
+    return out
 
 
 @dataclass(frozen=True)

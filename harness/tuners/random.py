@@ -10,7 +10,7 @@ import numpy as np
 
 from harness.files import write_atomic
 from harness.spec import SweepSpec
-from harness.trials import INTERRUPTED, Restored, Suggestion, TrialResult, TrialState
+from harness.trials import INTERRUPTED, Restored, Suggestion, TrialResult, TrialState, resume_rule
 from harness.tuners.base import Tuner, TunerError, TunerOptions, sample_uniform
 
 
@@ -82,21 +82,15 @@ class RandomTuner(Tuner):
         self._save()
 
     def restore(self) -> Restored:
-        out = Restored()
-        requeued = {rec.get("requeue_of") for rec in self._trials.values()}
-        requeued |= {r for _, r in self._queue}
+        requeued = {rec.get("requeue_of") for rec in self._trials.values()} | {r for _, r in self._queue}
+        results = []
         for number in sorted(self._trials):
             rec = self._trials[number]
             if rec["state"] == "running":
                 rec.update(state="failed", reason=INTERRUPTED)
-            result = TrialResult(number, rec["params"], TrialState(rec["state"]), value=rec.get("value"),
-                                 reason=rec.get("reason"), steps=rec.get("steps", 0))
-            if result.reason == INTERRUPTED:
-                out.interrupted.append(result)
-                if number not in requeued:
-                    self._queue.append((dict(rec["params"]), number))
-            else:
-                out.finished.append(result)
+            results.append(TrialResult(number, rec["params"], TrialState(rec["state"]), value=rec.get("value"),
+                                       reason=rec.get("reason"), steps=rec.get("steps", 0)))
+        out = resume_rule(results, requeued, lambda r: self._queue.append((dict(r.params), r.number)))
         self._save()
         return out
 
