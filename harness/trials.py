@@ -186,6 +186,20 @@ def finish(done: Done, task: TrialTask, spec: SweepSpec, last_value: float | Non
 MEASURED = ("seconds", "steps")  # the harness's own measured costs, usable as objectives
 
 
+def objective_values(result: TrialResult, names: list[str] | tuple[str, ...]) -> list[float] | None:
+    """The trial's value of each objective in ``names`` (the spec's metric order), or None when
+    one is missing: a trainer's metric from ``result.metrics``, else the harness's measured
+    ``seconds`` / ``steps``. What a multi-objective tuner is told and the front is built from."""
+    measured = {"seconds": float(result.seconds), "steps": float(result.steps)}
+    out: list[float] = []
+    for name in names:
+        value = result.metrics.get(name, measured.get(name))
+        if value is None:
+            return None
+        out.append(float(value))
+    return out
+
+
 def _metrics(spec: SweepSpec) -> list[Any]:
     return list(getattr(spec, "metrics", None) or [spec.metric])
 EVENT_LOG = "events.jsonl"  # the recorder's write-ahead log of a sweep (started / finished), in its state folder

@@ -46,7 +46,14 @@ import torch
 
 from harness.files import append_line, read_jsonl, repair_jsonl
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
-from harness.trials import INTERRUPTED, Restored, Suggestion, TrialResult, TrialState
+from harness.trials import (
+    INTERRUPTED,
+    Restored,
+    Suggestion,
+    TrialResult,
+    TrialState,
+    objective_values,
+)
 from harness.tuners.base import Tuner, TunerError, TunerOptions, sample_uniform
 
 _disabled = logging.root.manager.disable
@@ -243,6 +250,22 @@ def _metric_name(name: str) -> str:
     return safe if safe and not safe[0].isdigit() else f"m_{safe}"
 
 
+def optimization(spec: SweepSpec) -> dict[str, Any]:
+    """``configure_optimization``'s arguments: one objective, or several as Ax's comma-separated
+    string (``"-branin, -currin"``: a leading minus minimizes). With several, the spec's reference
+    point becomes Ax's objective thresholds: in ax-platform 1.3 an outcome constraint on an
+    objective metric of a multi-objective string is turned into its objective threshold
+    (``ax.api.utils.instantiation.from_string.optimization_config_from_string``)."""
+    terms = [("-" if m.goal == "minimize" else "") + _metric_name(m.name) for m in spec.metrics]
+    out: dict[str, Any] = {"objective": ", ".join(terms)}
+    if spec.multi and all(m.reference is not None for m in spec.metrics):
+        out["outcome_constraints"] = [
+            f"{_metric_name(m.name)} {'<=' if m.goal == 'minimize' else '>='} {float(m.reference):.17g}"  # type: ignore[arg-type]
+            for m in spec.metrics
+        ]
+    return out
+
+
 def early_stopping_strategy(min_curves: int = 4) -> PercentileEarlyStoppingStrategy:
     """Stop a trial below the median of the others at the same (normalized) progression, once
     ``min_curves`` trials have completed and it is 30 % into its curve (Optuna's MedianPruner
@@ -328,8 +351,7 @@ class AxTuner(Tuner):
                 state_path.with_name(RESULTS_FILE).unlink(missing_ok=True)
             client = Client(random_seed=options.seed)
             client.configure_experiment(parameters=tr.configs, name=options.study_name or "harness")
-            sign = "-" if spec.metric.goal == "minimize" else ""
-            client.configure_optimization(objective=f"{sign}{_metric_name(spec.metric.name)}")
+            client.configure_optimization(**optimization(spec))
             init = extra.get("ax_init_trials")
             client.configure_generation_strategy(
                 method=method, initialization_random_seed=options.seed,
@@ -342,7 +364,9 @@ class AxTuner(Tuner):
         budget = options.budget or extra.get("budget")
         return cls(spec, client, tr, state_path=state_path, seed=options.seed,
                    budget=int(budget) if budget else None,
-                   early_stopping=bool(extra.get("ax_early_stopping", True)), min_curves=min_curves)
+                   # Ax's percentile early stopping reads one objective: none with several
+                   early_stopping=bool(extra.get("ax_early_stopping", True)) and not spec.multi,
+                   min_curves=min_curves)
 
     # -- the protocol (called from the sweep loop) ------------------------------------------
     def ask(self, n: int) -> list[Suggestion]:
@@ -424,7 +448,9 @@ class AxTuner(Tuner):
                      "ABANDONED": TrialState.PRUNED}.get(status, TrialState.FAILED)
             value, steps = self._last_value(idx)
             reason = trial.status_reason if state is TrialState.FAILED else None
-            out.finished.append(TrialResult(idx, params, state, value=value, steps=steps, reason=reason))
+            metrics = self._final_metrics(idx) if self.spec.multi and state is TrialState.COMPLETE else {}
+            out.finished.append(TrialResult(idx, params, state, value=value, steps=steps, reason=reason,
+                                            metrics=metrics, seconds=float(metrics.get("seconds", 0.0))))
         self._generated = len(out.finished)
         self._completed_curves = sum(1 for r in out.finished if r.state is TrialState.COMPLETE)
         for idx, params in requeue:
@@ -557,8 +583,7 @@ class AxTuner(Tuner):
             return
         if r.state is TrialState.COMPLETE:
             assert r.value is not None
-            self.client.complete_trial(r.number, raw_data={self.metric: float(r.value)},
-                                       progression=r.steps)
+            self.client.complete_trial(r.number, raw_data=self._raw_data(r), progression=r.steps)
             self._completed_curves += 1
         elif r.state is TrialState.PRUNED and r.number in self._with_data:
             self.client.mark_trial_early_stopped(r.number)
@@ -601,6 +626,25 @@ class AxTuner(Tuner):
         for s in spares:
             self.client._experiment.trials[s.number].mark_abandoned(reason=SPARE)
 
+    def _raw_data(self, r: TrialResult) -> dict[str, float]:
+        """A complete trial's objective values in Ax's metric names (all of them when several)."""
+        if not self.spec.multi:
+            return {self.metric: float(r.value)}  # type: ignore[arg-type]
+        values = objective_values(r, [m.name for m in self.spec.metrics])
+        assert values is not None, f"trial {r.number}: complete without every objective"
+        return {_metric_name(m.name): v for m, v in zip(self.spec.metrics, values, strict=True)}
+
+    def _final_metrics(self, number: int) -> dict[str, float]:
+        """A complete multi-objective trial's values read back (resume), in the spec's names."""
+        df = self.client._experiment.lookup_data(trial_indices=[number]).full_df
+        out: dict[str, float] = {}
+        for m in self.spec.metrics:
+            rows = df[df["metric_name"] == _metric_name(m.name)]
+            if not rows.empty:
+                out[m.name] = float(rows.sort_values("step").iloc[-1]["mean"]) if "step" in rows else \
+                    float(rows.iloc[-1]["mean"])
+        return out
+
     def _status(self, number: int) -> str | None:
         trial = self.client._experiment.trials.get(number)
         return None if trial is None else trial.status.name
@@ -615,8 +659,12 @@ class AxTuner(Tuner):
         return float(row["mean"]), int(step) if step == step else 0  # NaN: no progression
 
     def _log_result(self, r: TrialResult) -> None:
-        self._log({"event": "told", "number": r.number, "state": r.state.value, "value": r.value,
-                   "steps": r.steps, "reason": r.reason})
+        rec: dict[str, Any] = {"event": "told", "number": r.number, "state": r.state.value, "value": r.value,
+                               "steps": r.steps, "reason": r.reason}
+        if self.spec.multi and r.state is TrialState.COMPLETE:
+            rec["metrics"] = dict(zip([m.name for m in self.spec.metrics],
+                                      objective_values(r, [m.name for m in self.spec.metrics]) or [], strict=False))
+        self._log(rec)
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.state_path is not None:
@@ -640,7 +688,8 @@ class AxTuner(Tuner):
                 continue
             params = self.tr.to_spec(dict(trial.arm.parameters), self.spec)
             told.append(TrialResult(rec["number"], params, TrialState(rec["state"]), value=rec["value"],
-                                    steps=int(rec["steps"] or 0), reason=rec["reason"]))
+                                    steps=int(rec["steps"] or 0), reason=rec["reason"],
+                                    metrics=dict(rec.get("metrics") or {})))
         return asked, told
 
     def _save(self) -> None:

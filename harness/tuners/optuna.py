@@ -26,10 +26,19 @@ from optuna.trial import TrialState as OptunaState
 from harness.files import write_atomic
 from harness.masking import mask_url
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
-from harness.trials import INTERRUPTED, Progress, Restored, Suggestion, TrialResult, TrialState
+from harness.trials import (
+    INTERRUPTED,
+    Progress,
+    Restored,
+    Suggestion,
+    TrialResult,
+    TrialState,
+    objective_values,
+)
 from harness.tuners.base import Tuner, TunerError, TunerOptions
 
-SAMPLERS = ("tpe", "random", "gp", "cmaes")
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "nsga2")
+MULTI_SAMPLERS = ("tpe", "random", "gp", "nsga2")  # those that take several objectives
 PRUNERS = ("none", "median", "hyperband", "sha")
 HEARTBEAT_S = 10  # a process silent for 2 intervals has its running trials failed and retried
 HEARTBEAT_ENV = "HARNESS_HEARTBEAT_S"  # overrides it (whole seconds), e.g. for a quick test
@@ -85,6 +94,8 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GPSampler(seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     raise TunerError(f"--sampler {name}: unknown sampler (use one of {', '.join(SAMPLERS)})")
 
 
@@ -147,9 +158,12 @@ def make_storage(storage: str | None, state_dir: Path | None) -> optuna.storages
 OWNER_ATTR = "harness_owner"
 
 
+STEPS_ATTR = "harness_steps"  # a multi-objective trial's steps (it has no intermediate values)
+
+
 def _steps(trial: optuna.trial.FrozenTrial) -> int:
     """The training steps a trial used: the last step it reported (0 if none)."""
-    return max(trial.intermediate_values, default=0)
+    return max(trial.intermediate_values, default=0) or int(trial.user_attrs.get(STEPS_ATTR, 0))
 
 
 def _beats(storage: optuna.storages.BaseStorage) -> bool:
@@ -181,6 +195,12 @@ class OptunaTuner(Tuner):
             raise TunerError(f"--sampler {options.sampler}: unknown sampler (use one of {', '.join(SAMPLERS)})")
         if options.pruner not in PRUNERS:
             raise TunerError(f"--pruner {options.pruner}: unknown pruner (use one of {', '.join(PRUNERS)})")
+        if spec.multi and options.pruner != "none":
+            raise TunerError(f"--pruner {options.pruner}: Optuna cannot prune a study with several objectives "
+                             f"({', '.join(m.name for m in spec.metrics)}); use --pruner none")
+        if spec.multi and options.sampler not in MULTI_SAMPLERS:
+            raise TunerError(f"--sampler {options.sampler}: takes one objective; with several use one of "
+                             f"{', '.join(MULTI_SAMPLERS)}")
 
     def __init__(self, spec: SweepSpec, study: optuna.Study, state_dir: Path | None = None,
                  lost: _RetryAndRecord | None = None) -> None:
@@ -221,7 +241,7 @@ class OptunaTuner(Tuner):
             storage=storage,
             sampler=sampler,
             pruner=pruner,
-            direction=spec.metric.goal,
+            directions=[m.goal for m in spec.metrics],
             load_if_exists=True,
         )
         n = len(study.get_trials(deepcopy=False))
@@ -268,6 +288,8 @@ class OptunaTuner(Tuner):
         return out
 
     def report(self, number: int, step: int, value: float) -> bool:
+        if self.spec.multi:  # Optuna keeps no intermediate values with several objectives
+            return False
         trial = self._trials[number]
         trial.report(value, step)
         return trial.should_prune()
@@ -283,7 +305,12 @@ class OptunaTuner(Tuner):
             except RuntimeError:  # already finished by the heartbeat check
                 if not skip:
                     raise
-        if result.state is TrialState.COMPLETE:
+        if self.spec.multi and not isinstance(trial, int):  # no intermediate values: keep the steps
+            trial.set_user_attr(STEPS_ATTR, result.steps)
+        if result.state is TrialState.COMPLETE and self.spec.multi:
+            values = objective_values(result, [m.name for m in self.spec.metrics])
+            self.study.tell(trial, values, skip_if_finished=skip)
+        elif result.state is TrialState.COMPLETE:
             self.study.tell(trial, result.value, skip_if_finished=skip)
         elif result.state is TrialState.PRUNED:
             self.study.tell(trial, state=OptunaState.PRUNED, skip_if_finished=skip)
@@ -316,9 +343,9 @@ class OptunaTuner(Tuner):
                 continue
             finished += 1
             steps += _steps(t)
-            if t.state == OptunaState.COMPLETE and t.value is not None and (
-                    best is None or self.spec.metric.better(t.value, best)):
-                best = t.value
+            value = t.values[0] if t.state == OptunaState.COMPLETE and t.values else None
+            if value is not None and (best is None or self.spec.metric.better(value, best)):
+                best = value
         return Progress(finished, best, steps)
 
     def restore(self) -> Restored:
@@ -343,8 +370,11 @@ class OptunaTuner(Tuner):
             interrupted = t.state == OptunaState.RUNNING or t.user_attrs.get("harness_reason") == INTERRUPTED
             state = {OptunaState.COMPLETE: TrialState.COMPLETE, OptunaState.PRUNED: TrialState.PRUNED}.get(
                 t.state, TrialState.FAILED)
-            value = t.value if t.state == OptunaState.COMPLETE else t.intermediate_values.get(steps)
-            result = TrialResult(t.number, dict(t.params), state, value=value, steps=steps,
+            values = t.values if t.state == OptunaState.COMPLETE and t.values else None
+            value = values[0] if values else t.intermediate_values.get(steps)
+            metrics = dict(zip([m.name for m in self.spec.metrics], values, strict=True)) if values else {}
+            result = TrialResult(t.number, dict(t.params), state, value=value, steps=steps, metrics=metrics,
+                                 seconds=float(metrics.get("seconds", 0.0)),
                                  reason=INTERRUPTED if interrupted else None)
             if interrupted:
                 out.interrupted.append(result)

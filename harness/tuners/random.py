@@ -10,7 +10,15 @@ import numpy as np
 
 from harness.files import write_atomic
 from harness.spec import SweepSpec
-from harness.trials import INTERRUPTED, Restored, Suggestion, TrialResult, TrialState, resume_rule
+from harness.trials import (
+    INTERRUPTED,
+    Restored,
+    Suggestion,
+    TrialResult,
+    TrialState,
+    objective_values,
+    resume_rule,
+)
 from harness.tuners.base import Tuner, TunerError, TunerOptions, sample_uniform
 
 
@@ -79,6 +87,9 @@ class RandomTuner(Tuner):
     def tell(self, result: TrialResult) -> None:
         rec = self._trials.setdefault(result.number, {"params": result.params})
         rec.update(state=result.state.value, value=result.value, reason=result.reason, steps=result.steps)
+        if self.spec.multi and result.state is TrialState.COMPLETE:  # every objective, for a resumed front
+            names = [m.name for m in self.spec.metrics]
+            rec["metrics"] = dict(zip(names, objective_values(result, names) or [], strict=False))
         self._save()
 
     def restore(self) -> Restored:
@@ -88,8 +99,10 @@ class RandomTuner(Tuner):
             rec = self._trials[number]
             if rec["state"] == "running":
                 rec.update(state="failed", reason=INTERRUPTED)
+            metrics = dict(rec.get("metrics") or {})
             results.append(TrialResult(number, rec["params"], TrialState(rec["state"]), value=rec.get("value"),
-                                       reason=rec.get("reason"), steps=rec.get("steps", 0)))
+                                       reason=rec.get("reason"), steps=rec.get("steps", 0), metrics=metrics,
+                                       seconds=float(metrics.get("seconds", 0.0))))
         out = resume_rule(results, requeued, lambda r: self._queue.append((dict(r.params), r.number)))
         self._save()
         return out

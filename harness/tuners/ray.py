@@ -226,7 +226,12 @@ class RayTuneTuner(Tuner):
 
     @classmethod
     def check(cls, spec: SweepSpec, options: TunerOptions) -> None:
-        """An unknown scheduler, or a space a scheduler cannot use (PBT with nothing to mutate)."""
+        """An unknown scheduler, or a space a scheduler cannot use (PBT with nothing to mutate),
+        or several objectives (its loop reports one metric to one searcher and scheduler)."""
+        if spec.multi:
+            raise TunerError(f"--tuner ray: Ray Tune's loop optimizes one metric, this space has "
+                             f"{len(spec.metrics)} ({', '.join(m.name for m in spec.metrics)}); "
+                             "use --tuner optuna, ax or random (any of them on --engine ray)")
         make_scheduler(options.scheduler or "fifo", spec, options.extra, options.seed)
 
     @classmethod
