@@ -151,13 +151,18 @@ class Recorder:
         self._interrupting.add(number)
 
     # -- trial events --------------------------------------------------------------------------
-    def started(self, task: TrialTask, device: str, key: str | None = None) -> None:
-        """A trial was dispatched (``key``: the driver's own id of it, kept in the log)."""
+    def started(self, task: TrialTask, device: str, key: str | None = None,
+                tags: dict[str, str] | None = None) -> None:
+        """A trial was dispatched (``key``: the driver's own id of it, kept in the log; ``tags``:
+        extra child-run tags, e.g. the population it joined)."""
         self._log({"event": "started", "number": task.number, "params": task.params,
                    "seed": task.seed, **({"key": key} if key is not None else {})})
         if self.stats.first_dispatch is None:
             self.stats.first_dispatch = self.clock()
-        self.tracker.trial_started(task.number, task.params, task.seed, device)
+        if tags:
+            self.tracker.trial_started(task.number, task.params, task.seed, device, tags=tags)
+        else:
+            self.tracker.trial_started(task.number, task.params, task.seed, device)
         self.stats.running += 1
         self.update()
 
