@@ -1,6 +1,7 @@
 """Reading sweeps back: from the MLflow store and the local state folder.
 
-Used by ``harness ls``, ``harness best`` and ``harness trial --from-run``.
+Used by ``harness ls``, ``harness best`` and ``harness trial --from-run``; the comparison
+(:mod:`harness.compare.read`) reads its sweeps and trials through the same functions.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from harness import names as N
 from harness.spec import ChoiceParam, IntParam, SweepSpec, parse_spec
 
 STATE_MAP = {"RUNNING": "running", "FINISHED": "finished", "FAILED": "failed", "KILLED": "interrupted"}
@@ -41,40 +43,61 @@ class SweepRow:
         return f"{done} / {budget} each" if self.shared else f"{done} / {budget}"
 
 
-def _client(uri: str) -> Any:
+def client(uri: str) -> Any:
+    """An MLflow client on ``uri`` (imported lazily)."""
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
 
 
+def search_all(uri: str, experiment_ids: list[str], filter_string: str, **kwargs: Any) -> list[Any]:
+    """Every run matching ``filter_string`` in the experiments, page after page."""
+    c = client(uri)
+    out: list[Any] = []
+    token = None
+    while True:
+        page = c.search_runs(experiment_ids, filter_string=filter_string, max_results=50000,
+                             page_token=token, **kwargs)
+        out += page
+        token = page.token
+        if not token:
+            return out
+
+
 def sweep_runs(uri: str, *, sweep: str | None = None, experiment: str | None = None,
                extra_filter: str | None = None) -> list[Any]:
     """Parent runs (``harness.kind = sweep``), newest first."""
-    client = _client(uri)
+    c = client(uri)
     if experiment is not None:
-        exp = client.get_experiment_by_name(experiment)
+        exp = c.get_experiment_by_name(experiment)
         if exp is None:
             return []
         exp_ids = [exp.experiment_id]
     else:
-        exp_ids = [e.experiment_id for e in client.search_experiments()]
+        exp_ids = [e.experiment_id for e in c.search_experiments()]
     if not exp_ids:
         return []
-    flt = "tags.`harness.kind` = 'sweep'"
+    flt = N.flt(N.TAG_KIND, N.KIND_SWEEP)
     if sweep is not None:
-        flt += f" and tags.`harness.sweep` = '{sweep}'"
+        flt += f" and {N.flt(N.TAG_SWEEP, sweep)}"
     if extra_filter:
         flt += f" and {extra_filter}"
-    return client.search_runs(exp_ids, filter_string=flt, max_results=5000, order_by=["attributes.start_time DESC"])
+    return c.search_runs(exp_ids, filter_string=flt, max_results=5000, order_by=["attributes.start_time DESC"])
 
 
 def trial_runs(uri: str, parent: Any) -> list[Any]:
-    client = _client(uri)
-    return client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-        max_results=50000,
-    )
+    """The trial (child) runs of one sweep run."""
+    return search_all(uri, [parent.info.experiment_id], N.flt(N.TAG_PARENT, parent.info.run_id))
+
+
+def trial_runs_by_parent(uri: str, experiment_id: str) -> dict[str, list[Any]]:
+    """Every trial run of the experiment, by parent run id (one paged query)."""
+    out: dict[str, list[Any]] = {}
+    for run in search_all(uri, [experiment_id], N.flt(N.TAG_KIND, N.KIND_TRIAL)):
+        parent = run.data.tags.get(N.TAG_PARENT)
+        if parent:
+            out.setdefault(parent, []).append(run)
+    return out
 
 
 def list_sweeps(uri: str | None, state_root: Path) -> list[SweepRow]:
@@ -82,16 +105,16 @@ def list_sweeps(uri: str | None, state_root: Path) -> list[SweepRow]:
     if uri is not None:
         for run in sweep_runs(uri):
             t, m = run.data.tags, run.data.metrics
-            name = t.get("harness.sweep", run.info.run_name)
+            name = t.get(N.TAG_SWEEP, run.info.run_name)
             if name in rows:  # several processes share one sweep: keep the newest parent
                 continue
             rows[name] = SweepRow(
-                name=name, objective=t.get("harness.objective", "?"), tuner=t.get("harness.tuner", "?"),
-                engine=t.get("harness.engine", "?"), finished=int(m.get("trials_finished", 0)),
-                budget=int(t["harness.budget"]) if "harness.budget" in t else None,
-                best=m.get("best_so_far"), state=STATE_MAP.get(run.info.status, run.info.status.lower()),
+                name=name, objective=t.get(N.TAG_OBJECTIVE, "?"), tuner=t.get(N.TAG_TUNER, "?"),
+                engine=t.get(N.TAG_ENGINE, "?"), finished=int(m.get(N.METRIC_TRIALS_FINISHED, 0)),
+                budget=int(t[N.TAG_BUDGET]) if N.TAG_BUDGET in t else None,
+                best=m.get(N.METRIC_BEST_SO_FAR), state=STATE_MAP.get(run.info.status, run.info.status.lower()),
                 started=run.info.start_time / 1000, where="mlflow",
-                shared=t.get("harness.shared") == "true",
+                shared=t.get(N.TAG_SHARED) == "true",
             )
     if state_root.is_dir():
         for state_file in sorted(state_root.glob("*/state.json")):
@@ -132,9 +155,8 @@ def load_run_spec(uri: str, run: Any) -> SweepSpec:
     """The resolved spec logged with a sweep's parent run."""
     import yaml
 
-    client = _client(uri)
-    text = client.download_artifacts(run.info.run_id, "spec.yaml")
-    return parse_spec(yaml.safe_load(Path(text).read_text()), source=f"run {run.info.run_id} spec.yaml")
+    text = client(uri).download_artifacts(run.info.run_id, N.ARTIFACT_SPEC)
+    return parse_spec(yaml.safe_load(Path(text).read_text()), source=f"run {run.info.run_id} {N.ARTIFACT_SPEC}")
 
 
 def typed_params(spec: SweepSpec, raw: dict[str, str]) -> dict[str, Any]:
@@ -163,7 +185,7 @@ def best_trials(uri: str, sweep: str, top: int = 1) -> tuple[SweepSpec, list[dic
     children: list[Any] = []
     for p in parents:
         children += trial_runs(uri, p)
-    done = [c for c in children if c.data.tags.get("harness.state") == "complete"
+    done = [c for c in children if c.data.tags.get(N.TAG_STATE) == "complete"
             and metric in c.data.metrics and math.isfinite(c.data.metrics[metric])]
     if not done:
         raise RecordError(f"sweep '{sweep}' has no complete trial yet")
@@ -172,10 +194,10 @@ def best_trials(uri: str, sweep: str, top: int = 1) -> tuple[SweepSpec, list[dic
     for c in done[:top]:
         docs.append({
             "sweep": sweep,
-            "trial": int(c.data.tags.get("harness.trial", -1)),
+            "trial": int(c.data.tags.get(N.TAG_TRIAL, -1)),
             "run_id": c.info.run_id,
             "metric": {"name": metric, "goal": goal, "value": c.data.metrics[metric]},
-            "seed": int(c.data.tags.get("harness.seed", 0)),
+            "seed": int(c.data.tags.get(N.TAG_SEED, 0)),
             "params": typed_params(spec, c.data.params),
         })
     return spec, docs
@@ -183,18 +205,18 @@ def best_trials(uri: str, sweep: str, top: int = 1) -> tuple[SweepSpec, list[dic
 
 def run_for_rerun(uri: str, run_id: str) -> tuple[SweepSpec, dict[str, Any], int, str]:
     """A finished trial's spec (with its sweep's fixed values), params, seed and experiment."""
-    client = _client(uri)
+    c = client(uri)
     try:
-        run = client.get_run(run_id)
+        run = c.get_run(run_id)
     except Exception:
         raise RecordError(f"--from-run {run_id}: no such run in {uri}") from None
-    parent_id = run.data.tags.get("mlflow.parentRunId")
+    parent_id = run.data.tags.get(N.TAG_PARENT)
     if parent_id is None:
         raise RecordError(f"--from-run {run_id}: not a trial run (it has no parent sweep run)")
-    parent = client.get_run(parent_id)
+    parent = c.get_run(parent_id)
     spec = load_run_spec(uri, parent)
-    exp = client.get_experiment(run.info.experiment_id)
-    return spec, typed_params(spec, run.data.params), int(run.data.tags.get("harness.seed", 0)), exp.name
+    exp = c.get_experiment(run.info.experiment_id)
+    return spec, typed_params(spec, run.data.params), int(run.data.tags.get(N.TAG_SEED, 0)), exp.name
 
 
 def fmt_time(ts: float | None) -> str:

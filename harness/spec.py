@@ -156,6 +156,11 @@ def _check_range(low: float, high: float, log: bool, default: float | None) -> N
         raise ValueError(f"default {default} is outside [{low}, {high}]")
 
 
+def better(a: float, b: float, goal: str) -> bool:
+    """True when value ``a`` is strictly better than ``b`` for ``goal`` (minimize | maximize)."""
+    return a > b if goal == "maximize" else a < b
+
+
 class Metric(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -165,7 +170,7 @@ class Metric(BaseModel):
 
     def better(self, a: float, b: float) -> bool:
         """True when value ``a`` is strictly better than ``b``."""
-        return a < b if self.goal == "minimize" else a > b
+        return better(a, b, self.goal)
 
 
 class Budget(BaseModel):

@@ -1,0 +1,188 @@
+"""Reading sweeps back from MLflow for a comparison: each sweep with its trials, in completion order.
+
+A sweep is a parent run (``harness.kind = sweep``); its trials are the child runs, taken in
+completion order (end time, then ``elapsed_s``); only complete trials count toward the best
+value, pruned and failed ones count the steps and the time they used. The runs are found with
+:mod:`harness.records` (the reader ``harness ls`` and ``harness best`` use); the tag and metric
+names are those of :mod:`harness.names`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness import names as N
+from harness.records import RecordError, client, sweep_runs, trial_runs_by_parent
+from harness.spec import better
+
+
+@dataclass
+class TrialPoint:
+    number: int
+    state: str  # complete | pruned | failed | running
+    value: float | None  # the spec metric of a complete trial
+    steps: int
+    seconds: float
+    elapsed: float  # elapsed_s: seconds since the sweep loop started, when the trial finished
+    interrupted: bool = False  # stopped by Ctrl-C or a crash: costs steps, not a finished trial
+
+
+@dataclass
+class Event:
+    """The state of a sweep after one more finished trial."""
+
+    trials: int  # finished trials so far (interrupted ones excluded, as in best_so_far)
+    steps: int  # cumulative training steps, all trials
+    seconds: float  # wall seconds since the first trial started (see SweepRecord.startup)
+    best: float | None  # best complete value so far
+
+
+@dataclass
+class SweepRecord:
+    run_id: str
+    name: str
+    tuner: str
+    seed: int
+    experiment_id: str
+    metric: str
+    goal: str
+    benchmark: str | None
+    budget: int | None
+    status: str
+    trials: list[TrialPoint] = field(default_factory=list)
+
+    def count(self, state: str) -> int:
+        return sum(1 for t in self.trials if t.state == state and not t.interrupted)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for t in self.trials if t.state == "failed" or t.interrupted)
+
+    @property
+    def startup(self) -> float:
+        """Seconds from the sweep's start to its first trial's start (min of elapsed - seconds).
+
+        Wall time is counted from there, as the harness measures utilization from the first
+        dispatch: an engine that starts inside the sweep (Ray) shows its start-up here, apart,
+        instead of inside every time-to-target.
+        """
+        done = [t.elapsed - t.seconds for t in self.trials if t.state != "running"]
+        return max(0.0, min(done)) if done else 0.0
+
+    def history(self) -> list[Event]:
+        """One event per finished trial, in completion order (what best_so_far logs)."""
+        t0 = self.startup
+        events: list[Event] = []
+        best: float | None = None
+        finished = steps = 0
+        for t in self.trials:
+            if t.state == "running":
+                continue
+            steps += t.steps
+            if not t.interrupted:
+                finished += 1
+            if t.state == "complete" and t.value is not None and not t.interrupted and (
+                best is None or better(t.value, best, self.goal)
+            ):
+                best = t.value
+            events.append(Event(finished, steps, max(0.0, t.elapsed - t0), best))
+        return events
+
+    @property
+    def final_best(self) -> float | None:
+        h = self.history()
+        return h[-1].best if h else None
+
+    @property
+    def steps_used(self) -> int:
+        return sum(t.steps for t in self.trials if t.state != "running")
+
+    @property
+    def seconds_used(self) -> float:
+        return max((t.elapsed for t in self.trials if t.state != "running"), default=self.startup) - self.startup
+
+    def complete_values(self) -> list[float]:
+        """The metric of every complete trial (interrupted ones excluded), in completion order."""
+        return [t.value for t in self.trials
+                if t.state == "complete" and t.value is not None and not t.interrupted]
+
+    def reach(self, target: float) -> Event | None:
+        """The first event whose best is at least as good as ``target``."""
+        for e in self.history():
+            if e.best is not None and (e.best == target or better(e.best, target, self.goal)):
+                return e
+        return None
+
+
+def _known(uri: str) -> tuple[list[str], list[str]]:
+    """Experiment names holding sweeps, and benchmark ids, for error messages."""
+    runs = sweep_runs(uri)
+    c = client(uri)
+    exps = sorted({c.get_experiment(r.info.experiment_id).name for r in runs})
+    bids = sorted({r.data.tags[N.TAG_BENCHMARK] for r in runs if r.data.tags.get(N.TAG_BENCHMARK)})
+    return exps, bids
+
+
+def load_sweeps(uri: str, *, experiment: str | None = None, benchmark: str | None = None) -> list[SweepRecord]:
+    """The sweeps to compare (manual `harness trial` runs excluded), each with its trials.
+
+    Raises :class:`RecordError` with one line when nothing matches.
+    """
+    if experiment is not None and client(uri).get_experiment_by_name(experiment) is None:
+        exps, _ = _known(uri)
+        raise RecordError(f"--experiment {experiment}: no such experiment in {uri} "
+                          f"(experiments with sweeps: {', '.join(exps) or 'none'})")
+    if benchmark is not None and "'" in benchmark:
+        raise RecordError(f"--benchmark {benchmark!r}: not a benchmark id")
+    extra = N.flt(N.TAG_BENCHMARK, benchmark) if benchmark is not None else None
+    parents = [r for r in sweep_runs(uri, experiment=experiment, extra_filter=extra)
+               if r.data.tags.get(N.TAG_TUNER) != "manual"]
+    if not parents:
+        if benchmark is not None:
+            _, bids = _known(uri)
+            where = f" in experiment '{experiment}'" if experiment else ""
+            raise RecordError(f"--benchmark {benchmark}: no sweeps of that benchmark{where} in {uri} "
+                              f"(benchmarks: {', '.join(bids) or 'none'}; start one with 'harness benchmark SPACE')")
+        if experiment is not None:
+            raise RecordError(f"experiment '{experiment}' has no sweeps to compare "
+                              f"(run 'harness sweep SPACE --experiment {experiment}' or 'harness benchmark SPACE')")
+        raise RecordError(f"no sweeps in {uri} to compare (run 'harness benchmark SPACE' first)")
+    exp_ids = sorted({r.info.experiment_id for r in parents})
+    if len(exp_ids) > 1:
+        c = client(uri)
+        names = ", ".join(c.get_experiment(e).name for e in exp_ids)
+        raise RecordError(f"the sweeps belong to several experiments ({names}): choose one with --experiment")
+    metrics = {(r.data.tags.get(N.TAG_METRIC), r.data.tags.get(N.TAG_GOAL)) for r in parents}
+    if len(metrics) > 1:
+        raise RecordError("the sweeps optimize different metrics (" + ", ".join(f"{m} {g}" for m, g in sorted(metrics, key=str))
+                          + "): compare one benchmark or one experiment at a time")
+    children = trial_runs_by_parent(uri, exp_ids[0])
+    records = []
+    for p in sorted(parents, key=lambda r: r.info.start_time):
+        t = p.data.tags
+        metric, goal = t.get(N.TAG_METRIC, "value"), t.get(N.TAG_GOAL, "minimize")
+        kids = [_trial_point(c, metric) for c in children.get(p.info.run_id, [])]
+        records.append(SweepRecord(
+            run_id=p.info.run_id, name=t.get(N.TAG_SWEEP, p.info.run_name), tuner=t.get(N.TAG_TUNER, "?"),
+            seed=int(t.get(N.TAG_SEED, 0)), experiment_id=p.info.experiment_id, metric=metric, goal=goal,
+            benchmark=t.get(N.TAG_BENCHMARK), budget=int(t[N.TAG_BUDGET]) if N.TAG_BUDGET in t else None,
+            status=p.info.status.lower(), trials=[k for _, k in sorted(kids, key=lambda x: x[0])],
+        ))
+    return records
+
+
+def _trial_point(run: Any, metric: str) -> tuple[tuple[float, float, int], TrialPoint]:
+    t, m = run.data.tags, run.data.metrics
+    state = t.get(N.TAG_STATE, N.STATE_RUNNING)
+    value = m.get(metric) if state == "complete" else None
+    if value is not None and not math.isfinite(value):
+        value = None
+    point = TrialPoint(
+        number=int(t.get(N.TAG_TRIAL, -1)), state=state, value=value, steps=int(m.get(N.METRIC_STEPS, 0)),
+        seconds=float(m.get(N.METRIC_SECONDS, 0.0)), elapsed=float(m.get(N.METRIC_ELAPSED, 0.0)),
+        interrupted=t.get(N.TAG_REASON) == N.REASON_INTERRUPTED,
+    )
+    end = run.info.end_time if run.info.end_time is not None else math.inf
+    return (end, point.elapsed, point.number), point
