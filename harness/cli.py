@@ -252,6 +252,8 @@ def ui(
 
 FormatOpt = Annotated[str, typer.Option("--format", help="table | csv | json | markdown")]
 TargetOpt = Annotated[float | None, typer.Option(help="Target value for steps / seconds / trials to reach (default: the worst per-sweep final best).")]
+OptimumOpt = Annotated[float | None, typer.Option(help="Optimum for the verdict's normalized regret (default: the best complete value of all compared sweeps).")]
+WorstOpt = Annotated[float | None, typer.Option(help="Worst value for the verdict's normalized regret (default: the worst complete value of all compared sweeps).")]
 
 
 @app.command()
@@ -266,6 +268,8 @@ def benchmark(
     pruner: Annotated[str, typer.Option(help="Optuna's pruner (the other tuners run without one).")] = "none",
     id: Annotated[str | None, typer.Option("--id", help="Benchmark id, tagged harness.benchmark on every sweep (default: bench-<timestamp>).")] = None,
     target: TargetOpt = None,
+    optimum: OptimumOpt = None,
+    worst: WorstOpt = None,
     format: FormatOpt = "table",
     out: Annotated[Path | None, typer.Option(help="Folder for the plots and tables (default: .harness/benchmarks/ID).")] = None,
     tracking_uri: TrackingOpt = None,
@@ -297,7 +301,8 @@ def benchmark(
         log.print(f"  {s.name}: best {best}, {s.stats.finished} trials, {s.stats.cum_steps} steps, "
                   f"{s.stats.wall_seconds():.1f} s", markup=False, highlight=False)
     comp = run_compare(tracking_uri_of(tracking_uri), experiment=plan.experiment, benchmark=plan.id,
-                       target=target, out=out or Path(".harness") / "benchmarks" / plan.id, order=plan.tuners)
+                       target=target, out=out or Path(".harness") / "benchmarks" / plan.id, order=plan.tuners,
+                       optimum=optimum, worst=worst)
     _print_comparison(comp, format)
 
 
@@ -306,6 +311,8 @@ def compare(
     experiment: Annotated[str | None, typer.Option(help="The experiment whose sweeps to compare (needed when the store holds several).")] = None,
     benchmark: Annotated[str | None, typer.Option(help="Only the sweeps of this benchmark id (tag harness.benchmark).")] = None,
     target: TargetOpt = None,
+    optimum: OptimumOpt = None,
+    worst: WorstOpt = None,
     format: FormatOpt = "table",
     out: Annotated[Path | None, typer.Option(help="Write plots and tables to this folder, and log them as a comparison run in MLflow.")] = None,
     log_run: Annotated[bool, typer.Option("--log-run/--no-log-run", help="With --out: also log a comparison run (harness.kind = comparison).")] = True,
@@ -318,7 +325,7 @@ def compare(
     if format not in FORMATS:
         raise UsageError(f"--format {format}: use one of {', '.join(FORMATS)}")
     comp = run_compare(tracking_uri_of(tracking_uri), experiment=experiment, benchmark=benchmark,
-                       target=target, out=out, log_run=log_run)
+                       target=target, out=out, log_run=log_run, optimum=optimum, worst=worst)
     _print_comparison(comp, format)
 
 
