@@ -125,6 +125,54 @@ def test_benchmark_numbers_equal_the_runs(bench):
     assert pair["p_holm"] == pair["p_value"]  # one pair: nothing to adjust
 
 
+def test_verdict_equals_ranking_recomputed_from_the_runs(bench, capsys):
+    from harness.ranking import VERDICT_KEYS, verdict
+
+    tmp, uri, doc = bench
+    runs = direct(uri, "b1")
+    values = [k.data.metrics["value"] for r in runs.values() for k in r["kids"]
+              if k.data.tags["harness.state"] == "complete"]
+    finals = {t: {r["seed"]: r["best"] for r in runs.values() if r["tuner"] == t} for t in TUNERS}
+    expected = verdict(finals, min(values), max(values), "minimize")  # the default range: all values seen
+    v = doc["verdict"]
+    assert (v["optimum"], v["worst"]) == (min(values), max(values))
+    assert list(v["tuners"]) == list(expected.tuners)
+    rows = {r["tuner"]: r for r in doc["tuners"]}
+    for t in TUNERS:
+        want = expected.tuners[t]
+        assert set(VERDICT_KEYS) <= set(rows[t]) and set(VERDICT_KEYS) <= set(v["tuners"][t])
+        for key in ("normalized_regret", "iqm", "mean_rank"):
+            assert v["tuners"][t][key] == pytest.approx(want[key], rel=1e-12, abs=1e-15)
+        assert rows[t]["normalized_regret"] == pytest.approx(want["normalized_regret"], rel=1e-12, abs=1e-15)
+        assert rows[t]["iqm"] == pytest.approx(want["iqm"], rel=1e-12, abs=1e-15)
+        assert rows[t]["ci95"] == pytest.approx(want["ci95"], rel=1e-12, abs=1e-15)
+        assert rows[t]["ci95"][0] <= rows[t]["iqm"] <= rows[t]["ci95"][1]
+        assert rows[t]["mean_rank"] == pytest.approx(want["mean_rank"])
+    assert v["friedman"]["pvalue"] == pytest.approx(expected.friedman.pvalue)
+    assert v["cd"] == pytest.approx(expected.cd) and v["groups"] == expected.groups
+    # regret and rank against the budget: one value per finished trial, ranks in [1, 2]
+    curves = v["curves"]["trials"]
+    assert curves["x"][0] == 1 and set(curves["mean_rank"]) == set(TUNERS)
+    assert all(1.0 <= r <= 2.0 for t in TUNERS for r in curves["mean_rank"][t])
+    assert "seconds" in v["curves"]
+    for name in ("cd_diagram", "regret_rank_trials", "regret_rank_seconds"):
+        assert (tmp / "plots" / f"{name}.png").stat().st_size > 0 and (tmp / "plots" / f"{name}.html").exists()
+    logged = {f.path for f in MlflowClient(uri).list_artifacts(doc["plots"]["run_id"])}
+    assert {"cd_diagram.png", "cd_diagram.html", "regret_rank_trials.png", "regret_rank_trials.html"} <= logged
+
+    assert main(["compare", "--benchmark", "b1", "--tracking-uri", uri]) == 0
+    text = capsys.readouterr().out
+    assert "normalized regret" in text and "Friedman test over 2 seeds" in text and "CD groups" in text
+    # a given range is used as is; one the wrong way round is one line, exit 2
+    assert main(["compare", "--benchmark", "b1", "--tracking-uri", uri, "--format", "json",
+                 "--optimum", "-1", "--worst", "100"]) == 0
+    given = json.loads(capsys.readouterr().out)["verdict"]
+    assert (given["optimum"], given["worst"]) == (-1.0, 100.0) and "--optimum" in given["range_source"]
+    assert main(["compare", "--benchmark", "b1", "--tracking-uri", uri, "--optimum", "100", "--worst", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--optimum / --worst" in err and len(err.splitlines()) == 1
+
+
 def test_plots_are_images_with_one_curve_per_tuner(bench):
     from PIL import Image
 
