@@ -105,3 +105,17 @@ def test_curves_mean_and_band_over_seeds_carried_forward():
     assert c.mean[:3].tolist() == [3.5, 2.5, 1.5]  # the first sweep's 2.0 carried to trial 3
     assert c.lo[2] == 1.0 and c.hi[2] == 2.0
     assert np.isfinite(c.mean).all()
+
+
+def test_verdict_uses_every_complete_value_for_the_range_and_needs_two():
+    from harness.ranking import verdict
+
+    recs = [sweep("a", s, [3.0, 1.0 + s]) for s in range(3)] + [sweep("b", s, [4.0, 2.5]) for s in range(3)]
+    comp = compare_sweeps(recs, uri="x", experiment="e")
+    assert (comp.verdict.optimum, comp.verdict.worst) == (1.0, 4.0)  # the first trials' 4.0 is no final best
+    want = verdict({"a": {0: 1.0, 1: 2.0, 2: 3.0}, "b": {0: 2.5, 1: 2.5, 2: 2.5}}, 1.0, 4.0)
+    assert {t: d["mean_rank"] for t, d in comp.verdict.verdict.tuners.items()} == \
+        {t: d["mean_rank"] for t, d in want.tuners.items()}
+    assert comp.verdict.budgets["trials"].x.tolist() == [1.0, 2.0]
+    alone = compare_sweeps([sweep("a", 0, [1.0]), sweep("b", 0, [1.0])], uri="x", experiment="e")
+    assert alone.verdict is None and any("no verdict" in n for n in alone.notes)
