@@ -36,6 +36,7 @@ console = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
 SpaceArg = Annotated[str, typer.Argument(help="A search-space YAML file, or the name of a shipped one (see `harness spaces`).")]
+PopulationOpt = Annotated[int | None, typer.Option(help="Run up to K trials of the same trainer per worker as one batched model (each still its own trial, seed and MLflow child run; members of equal structure share a population). Default: off on CPU, 16 on CUDA. A trainer without a population form runs one trial per process. Ray Tune's loop and --engine ray keep one trial per actor.")]
 TrackingOpt = Annotated[str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here); 'none' disables tracking.")]
 
 
@@ -69,6 +70,7 @@ def sweep(
     ax_method: Annotated[str | None, typer.Option(help="Ax generation method: fast | quality | random_search (default fast).")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Ray Tune scheduler: fifo | asha | hyperband | pbt (default fifo).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (auto, or host:port of `ray start --head`) instead of starting a local Ray.")] = None,
+    population: PopulationOpt = None,
 ) -> None:
     """Run a sweep: the tuner proposes, workers train, MLflow records every trial."""
     from harness.runner import UsageError, launch, prepare
@@ -86,9 +88,11 @@ def sweep(
         pruner=pruner, storage=storage, enqueue=enqueue, defaults_first=defaults_first,
         engine_options={"address": ray_address} if ray_address else {},
         tuner_options={k: v for k, v in (("ax_method", ax_method), ("scheduler", scheduler)) if v is not None},
+        population=population,
     )
     p = prepare(options)  # type: ignore[arg-type]
-    console.print(f"sweep [bold]{p.name}[/]: {p.trials} trials of {p.spec.objective} on {len(p.slots)} worker(s) ({', '.join(sorted(set(p.slots)))})")
+    pops = f", populations of up to {p.population}" if p.population > 1 else ""
+    console.print(f"sweep [bold]{p.name}[/]: {p.trials} trials of {p.spec.objective} on {len(p.slots)} worker(s) ({', '.join(sorted(set(p.slots)))}){pops}")
     _run_live(p.trials, p.name, lambda live: launch(options, live, prepared=p))  # type: ignore[arg-type]
 
 
@@ -274,6 +278,7 @@ def benchmark(
     out: Annotated[Path | None, typer.Option(help="Folder for the plots and tables (default: .harness/benchmarks/ID).")] = None,
     tracking_uri: TrackingOpt = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space file's stem).")] = None,
+    population: PopulationOpt = None,
 ) -> None:
     """Run every tuner with every seed on an equal budget, then compare them (harness compare)."""
     from contextlib import contextmanager
@@ -286,6 +291,8 @@ def benchmark(
     plan = plan_benchmark(space, tuners=tuners, seeds=seeds, trials=trials, budget_steps=budget_steps,
                           workers=workers, devices=devices, tracking_uri=tracking_uri, experiment=experiment,
                           bid=id, pruner=pruner, command=shlex.join(["harness", *sys.argv[1:]]))
+    for o in plan.sweeps:  # every sweep of the plan runs with the same --population
+        o.population = population  # type: ignore[attr-defined]
     log = console if format == "table" else err
     budget = f"{plan.trials} trials" + (f", {plan.budget_steps} training steps" if plan.budget_steps else "")
     log.print(f"benchmark [bold]{plan.id}[/]: {', '.join(plan.tuners)} x seeds {', '.join(map(str, plan.seeds))} "

@@ -67,6 +67,7 @@ class SweepOptions:
     defaults_first: bool = False  # evaluate the space's defaults before the tuner's suggestions
     budget_steps: int | None = None  # also stop once trials used this many training steps in all
     tuner_options: dict[str, Any] = field(default_factory=dict)  # backend-specific, e.g. ax_method
+    population: int | None = None  # members per worker population; None: off on CPU, on for CUDA
 
 
 @dataclass
@@ -99,6 +100,7 @@ class Prepared:
     state_dir: Path
     trials: int
     first: list[dict[str, Any]] = field(default_factory=list)  # evaluated before the tuner's own
+    population: int = 1  # members per worker population, as resolved (1: one trial per process)
 
 
 def prepare(options: SweepOptions, spec: SweepSpec | None = None) -> Prepared:
@@ -118,6 +120,7 @@ def prepare(options: SweepOptions, spec: SweepSpec | None = None) -> Prepared:
         raise TunerError(f"--tuner {options.tuner}: unknown tuner (installed: {known})")
     _check_backends(options, spec)
     slots = _engine_slots(options)
+    population = _population(options, spec, slots)
     uri = resolve_uri(options.tracking_uri)
     if uri is not None:
         check_store(uri)
@@ -129,8 +132,94 @@ def prepare(options: SweepOptions, spec: SweepSpec | None = None) -> Prepared:
         options=options, spec=spec, name=name, experiment=options.experiment or stem,
         uri=uri, slots=slots,
         state_dir=options.state_root / name, trials=options.trials or spec.budget.trials,
-        first=first_configs(spec, options),
+        first=first_configs(spec, options), population=population,
     )
+
+
+POPULATION_CUDA = 16  # --population's default when the workers are GPUs (off on CPU)
+
+
+def _population(options: SweepOptions, spec: SweepSpec, slots: list[str]) -> int:
+    """The members per worker population: ``--population`` (default: off on CPU, on for CUDA),
+    1 for a plain trainer (said once), fewer when K members would not fit in a worker's memory
+    (said once), refused when one member does not."""
+    k = options.population
+    given = k is not None
+    if k is None:
+        k = POPULATION_CUDA if any(s.startswith("cuda") for s in slots) else 1
+    if k < 1:
+        raise UsageError(f"--population must be >= 1, got {k}")
+    if k == 1 or options.tuner == "manual":
+        return 1
+    if options.engine != "local":
+        if given:
+            raise UsageError(f"--population {k}: populations run on --engine local; Ray Tune and "
+                             "the ray engine keep one trial per actor")
+        return 1
+    from harness.objective import load_objective
+    from models.population import population_form
+
+    form = population_form(load_objective(spec.objective))  # imports the trainer here, once
+    if form is None:
+        if given:
+            _stderr(f"--population {k}: objective '{spec.objective}' has no population form; "
+                    "its trials run one per process")
+        return 1
+    return _fit_population(k, form, spec, slots)
+
+
+def _fit_population(k: int, form: Any, spec: SweepSpec, slots: list[str]) -> int:
+    """Split (fewer members per population) or refuse, before any trial starts, populations
+    whose members would not fit: the largest ``member_bytes`` of the space's defaults and 256
+    random configurations, against the free memory of a worker's device (CUDA: the GPU's free
+    memory shared by its workers; CPU: available RAM shared by all workers), keeping 20% spare."""
+    if form.member_bytes is None:
+        return k
+    import numpy as np
+
+    from harness.tuners.base import sample_uniform
+
+    rng = np.random.default_rng(0)
+    configs = [spec.config(spec.defaults()[0])] + [spec.config(sample_uniform(spec, rng)) for _ in range(256)]
+    try:
+        need = max(int(form.member_bytes(c)) for c in configs)
+    except Exception:  # a member_bytes that cannot read some configuration: no estimate
+        return k
+    free, where = free_bytes_per_worker(slots)
+    if free is None or need <= 0:
+        return k
+    fit = int(0.8 * free // need)
+    mib = 2**20
+    if fit < 1:
+        raise UsageError(f"--population {k}: one member needs up to {need / mib:.0f} MiB, more than the "
+                         f"{free / mib:.0f} MiB free per worker on {where}; use fewer --workers")
+    if fit < k:
+        _stderr(f"--population {k}: split to populations of {fit} (a member needs up to "
+                f"{need / mib:.0f} MiB; {free / mib:.0f} MiB free per worker on {where})")
+        return fit
+    return k
+
+
+def free_bytes_per_worker(slots: list[str]) -> tuple[int | None, str]:
+    """Free memory per worker on its device (without initialising CUDA in the driver)."""
+    gpus = [s.split(":", 1)[1] for s in slots if s.startswith("cuda:")]
+    if gpus:
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.free", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=10)
+            free = {line.split(",")[0].strip(): int(line.split(",")[1]) * 2**20
+                    for line in out.stdout.splitlines() if "," in line}
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            return None, "cuda"
+        per = [free[g] // gpus.count(g) for g in set(gpus) if g in free]
+        return (min(per), "cuda") if per else (None, "cuda")
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f if ":" in line}
+    except (OSError, ValueError, IndexError):
+        return None, "cpu"
+    avail = info.get("MemAvailable")
+    return (avail // max(1, len(slots)), "cpu") if avail else (None, "cpu")
 
 
 # backend-specific options of the CLI: (flag, what the refusal says when the tuner does not take it)
@@ -236,7 +325,7 @@ def _options_record(options: SweepOptions) -> dict[str, Any]:
     """The options a resume needs, as saved in state.json."""
     keys = ("tuner", "engine", "workers", "devices", "trials_per_device", "experiment", "seed",
             "timeout", "trial_timeout", "sampler", "pruner", "storage", "engine_options",
-            "tuner_options", "budget_steps")
+            "tuner_options", "budget_steps", "population")
     return {k: getattr(options, k) for k in keys}
 
 
@@ -308,7 +397,7 @@ def _launch(options: SweepOptions, p: Prepared, on_update: Callable[[SweepStats]
     if not own_loop:
         from harness.engines import make_engine
 
-        engine = make_engine(options.engine, p.slots, **options.engine_options)
+        engine = make_engine(options.engine, p.slots, population=p.population, **options.engine_options)
     info = SweepInfo(
         name=p.name, experiment=p.experiment, tuner=options.tuner, objective=spec.objective,
         engine=options.engine, seed=options.seed, spec_yaml=spec.to_yaml(), spec_hash=spec.hash(),
@@ -358,6 +447,7 @@ def _launch(options: SweepOptions, p: Prepared, on_update: Callable[[SweepStats]
     finally:
         _restore_sigint(previous)
         (engine or driver).shutdown()
+        recorder.close()  # a multi-objective sweep's pareto.json and front figures
         tracker.finish_sweep(status)
         tuner.close()
         state["status"] = {"FINISHED": "finished", "KILLED": INTERRUPTED}.get(status, "failed")

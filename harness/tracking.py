@@ -81,7 +81,8 @@ class Tracker(Protocol):
     def start_sweep(self, info: SweepInfo, parent_run_id: str | None = None,
                     join: bool = False) -> str | None: ...
 
-    def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str) -> None: ...
+    def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str,
+                      tags: Mapping[str, str] | None = None) -> None: ...
 
     def reconcile(self, results: list[TrialResult]) -> None: ...
 
@@ -105,7 +106,8 @@ class NullTracker:
                     join: bool = False) -> str | None:
         return None
 
-    def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str) -> None:
+    def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str,
+                      tags: Mapping[str, str] | None = None) -> None:
         pass
 
     def reconcile(self, results: list[TrialResult]) -> None:
@@ -118,6 +120,12 @@ class NullTracker:
         pass
 
     def finish_sweep(self, status: str = "FINISHED") -> None:
+        pass
+
+    def pareto_update(self, flags: Mapping[int, bool], metrics: list[tuple[str, float, int]]) -> None:
+        pass
+
+    def log_front(self, front: dict[str, Any], files: list[Path] | None = None) -> None:
         pass
 
 
@@ -371,7 +379,8 @@ class MLflowTracker:
             self._ops.put(op)
 
     # -- trial events (called from the sweep loop; never block) -------------------------------
-    def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str) -> None:
+    def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str,
+                      tags: Mapping[str, str] | None = None) -> None:
         params = dict(params)
         start = _ms()
         attempts = 0
@@ -404,6 +413,7 @@ class MLflowTracker:
                     N.TAG_SEED: str(seed),
                     N.TAG_DEVICE: device,
                     N.TAG_KIND: N.KIND_TRIAL,
+                    **dict(tags or {}),
                 },
             )
             self._runs[number] = run.info.run_id
@@ -532,6 +542,49 @@ class MLflowTracker:
         self._submit(done.set)
         if self._thread is not None:
             done.wait(timeout)
+
+    # -- multi-objective sweeps (issue 17) ---------------------------------------------------
+    def pareto_update(self, flags: Mapping[int, bool], metrics: list[tuple[str, float, int]]) -> None:
+        """Tag child runs ``harness.pareto`` = ``true`` / ``false`` (trial number -> on the front)
+        and log parent metrics ``(name, value, step)`` (``hypervolume``, ``hypervolume_by_steps``)."""
+        flags = dict(flags)
+        metrics = list(metrics)
+        ts = _ms()
+
+        def op() -> None:
+            from mlflow.entities import Metric, RunTag
+
+            for number, on in flags.items():
+                run_id = self._runs.get(number)
+                if run_id is not None:
+                    self.client.log_batch(run_id, tags=[RunTag(N.TAG_PARETO, "true" if on else "false")])
+            if self.parent_run_id and metrics:
+                self.client.log_batch(self.parent_run_id,
+                                      metrics=[Metric(k, float(v), ts, int(step)) for k, v, step in metrics])
+
+        self._submit(op)
+
+    def log_front(self, front: dict[str, Any], files: list[Path] | None = None) -> None:
+        """The sweep's ``pareto.json`` (each member's ``run_id`` filled in from the child runs) and
+        the front's figures, as parent-run artifacts (replaced when logged again)."""
+        import copy
+        import json
+
+        front = copy.deepcopy(front)
+        files = list(files or [])
+
+        def op() -> None:
+            if not self.parent_run_id:
+                return
+            for member in front.get("front", []):
+                if member.get("run_id") is None:
+                    member["run_id"] = self._runs.get(member.get("number", -1))
+            self.client.log_text(self.parent_run_id, json.dumps(front, indent=2, default=str), N.ARTIFACT_PARETO)
+            for f in files:
+                if Path(f).is_file():
+                    self.client.log_artifact(self.parent_run_id, str(f))
+
+        self._submit(op)
 
 
 def _loggable(v: Any) -> bool:

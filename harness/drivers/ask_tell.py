@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness import names as N
 from harness.engines.base import Engine
 from harness.recorder import Recorder, SweepStats
 from harness.spec import SweepSpec
@@ -114,7 +115,10 @@ class AskTellDriver:
         task = self._task(s)
         device = self.engine.submit(task)
         self.tasks[s.number] = task
-        self.recorder.started(task, device)
+        placement = getattr(self.engine, "placement", None)  # a population engine's (id, size)
+        joined = placement(task.number) if placement is not None else None
+        tags = {N.TAG_POPULATION: joined[0], N.TAG_POPULATION_SIZE: str(joined[1])} if joined else None
+        self.recorder.started(task, device, tags=tags)
 
 
 __all__ = ["AskTellDriver"]

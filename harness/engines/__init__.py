@@ -9,9 +9,14 @@ from harness.engines.base import Done, Engine, EngineError, Report, TrialTask
 ENGINES = ("local", "ray")
 
 
-def make_engine(name: str, slots: list[str], **options: Any) -> Engine:
-    """Build the engine ``name`` for the given device slots (validated by :func:`engine_slots`)."""
+def make_engine(name: str, slots: list[str], population: int = 1, **options: Any) -> Engine:
+    """Build the engine ``name`` for the given device slots (validated by :func:`engine_slots`);
+    ``population`` > 1: local workers run populations of that many members (engines/population.py)."""
     if name == "local":
+        if population > 1:
+            from harness.engines.population import PopulationEngine
+
+            return PopulationEngine(slots, population)
         from harness.engines.local import LocalEngine
 
         return LocalEngine(slots)

@@ -73,6 +73,24 @@ def _worker_main(
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     _die_with_parent()
+    device = _prepare_worker(slot, threads, objective)
+    results.send(("ready", wid))
+
+    def send(event: Event) -> None:
+        results.send(("event", wid, event))
+
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        done = run_task(task, device, send, lambda n: stop_flag.value == n, time.perf_counter)
+        # the tag says which physical device ran it, not the worker's remapped view
+        results.send(("event", wid, Done(**{**done.__dict__, "device": slot})))
+
+
+def _prepare_worker(slot: str, threads: int, objective: str) -> str:
+    """In a new worker: see only its device, use its share of the threads, pre-import the
+    objective (and make the CUDA context); returns the device the trainer is given."""
     if slot.startswith("cuda:"):
         os.environ["CUDA_VISIBLE_DEVICES"] = slot.split(":", 1)[1]
         device = "cuda"
@@ -94,18 +112,7 @@ def _worker_main(
         torch.set_num_threads(threads)
         if device == "cuda" and torch.cuda.is_available():
             torch.empty(1, device=device)  # create the CUDA context now, not in the first trial
-    results.send(("ready", wid))
-
-    def send(event: Event) -> None:
-        results.send(("event", wid, event))
-
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
-        done = run_task(task, device, send, lambda n: stop_flag.value == n, time.perf_counter)
-        # the tag says which physical device ran it, not the worker's remapped view
-        results.send(("event", wid, Done(**{**done.__dict__, "device": slot})))
+    return device
 
 
 def _die_with_parent() -> None:
