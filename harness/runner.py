@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from harness import names
 from harness.engines.base import EngineError
 from harness.files import SweepLock, repair_jsonl, write_atomic
 from harness.objective import check_objective
@@ -291,10 +292,10 @@ def provenance(command: str | None) -> dict[str, str]:
         root = Path(__file__).resolve().parent.parent
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if commit.returncode == 0:
-            tags["harness.git_commit"] = commit.stdout.strip()
+            tags[names.TAG_GIT_COMMIT] = commit.stdout.strip()
             dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                    capture_output=True, text=True, timeout=5)
-            tags["harness.git_dirty"] = str(bool(dirty.stdout.strip())).lower()
+            tags[names.TAG_GIT_DIRTY] = str(bool(dirty.stdout.strip())).lower()
     except (OSError, subprocess.TimeoutExpired):
         pass
     for pkg in ("torch", "optuna", "ax-platform", "ray", "mlflow"):
@@ -304,7 +305,7 @@ def provenance(command: str | None) -> dict[str, str]:
             pass
     from harness.masking import mask_url
 
-    tags["harness.command"] = mask_url(command or shlex.join(["harness", *sys.argv[1:]]))
+    tags[names.TAG_COMMAND] = mask_url(command or shlex.join(["harness", *sys.argv[1:]]))
     return tags
 
 
@@ -402,8 +403,8 @@ def _launch(options: SweepOptions, p: Prepared, on_update: Callable[[SweepStats]
         name=p.name, experiment=p.experiment, tuner=options.tuner, objective=spec.objective,
         engine=options.engine, seed=options.seed, spec_yaml=spec.to_yaml(), spec_hash=spec.hash(),
         metric=spec.metric.name, goal=spec.metric.goal, params=dict(spec.fixed),
-        tags={**provenance(options.command), "harness.budget": str(p.trials),
-              **({"harness.shared": "true"} if shared else {}), **options.tags},
+        tags={**provenance(options.command), names.TAG_BUDGET: str(p.trials),
+              **({names.TAG_SHARED: "true"} if shared else {}), **options.tags},
     )
     # fails here, before any worker starts, when the store does not answer
     parent = tracker.start_sweep(info, parent_run_id=state.get("parent_run_id"),
@@ -581,7 +582,7 @@ def run_trial(options: SweepOptions, overrides: dict[str, Any],
         seed = run_seed if seed is None else seed
         options.experiment = options.experiment or experiment
         options.space = options.space or "rerun"
-        options.tags = {**options.tags, "harness.rerun_of": from_run}
+        options.tags = {**options.tags, names.TAG_RERUN_OF: from_run}
     if params_file is not None:
         base.update(read_params_file(params_file))
     p = prepare(options, spec)
