@@ -267,3 +267,50 @@ def front_records(
                                 r["number"] if r["number"] is not None else -1))
     return Front(metrics=list(names), goals=list(goals), reference=ref, reference_source=source,
                  hypervolume=hv, members=members, trials=len(trials))
+
+
+class LiveFront:
+    """The front of a running sweep, kept current as trials finish (the :class:`~harness.recorder.Recorder` holds one).
+
+    :meth:`add` takes each finished trial's objective values (None for a pruned or failed trial,
+    or one missing a value) and returns which trials' membership changed: ``{number: True}`` for
+    a trial that joined the front, ``{number: False}`` for one it pushed off, and the new trial
+    itself with ``False`` when it is not on the front. So a child run's ``harness.pareto`` tag
+    is written once when it finishes and again only when it leaves the front. ``hypervolume``
+    is that of every point so far under the spec's reference point (0.0 without one: a
+    data-dependent default reference would move, so the curve is logged at the end instead).
+    It never decreases: the points only grow, and a new point is measured only when it joins
+    the front and dominates the reference point.
+    """
+
+    def __init__(self, names: Sequence[str], goals: Sequence[str], reference: Sequence[float] | None) -> None:
+        self.names = list(names)
+        self.goals = list(goals)
+        self.reference = None if reference is None else [float(v) for v in reference]
+        self.signs = _signs(self.goals, len(self.names))
+        self.numbers: list[int] = []  # complete trials, in the order they finished
+        self.points = np.empty((0, len(self.names)))
+        self.on: dict[int, bool] = {}  # every trial seen -> on the front now
+        self.hypervolume = 0.0
+
+    def add(self, number: int, values: Sequence[float] | None) -> dict[int, bool]:
+        if values is None or any(not math.isfinite(float(v)) for v in values):
+            self.on[number] = False
+            return {number: False}
+        row = np.asarray(values, dtype=float).reshape(1, -1)
+        self.numbers.append(number)
+        self.points = np.vstack([self.points, row])
+        mask = pareto_mask(self.points, self.goals)
+        changes: dict[int, bool] = {}
+        for n, flag in zip(self.numbers, mask, strict=True):
+            flag = bool(flag)
+            if self.on.get(n) != flag or n == number:
+                changes[n] = flag
+            self.on[n] = flag
+        if changes.get(number) and self.reference is not None:
+            self.hypervolume = max(self.hypervolume, hypervolume(self.points[mask], self.goals, self.reference))
+        return changes
+
+    @property
+    def front_numbers(self) -> list[int]:
+        return [n for n in self.numbers if self.on.get(n)]

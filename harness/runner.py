@@ -84,6 +84,7 @@ class SweepSummary:
     state_dir: Path
     failed_writes: int = 0
     tracking_errors: list[str] = field(default_factory=list)
+    population_fill: float | None = None  # populations: mean members per population / K, over time
 
     @property
     def utilization(self) -> float:
@@ -460,6 +461,7 @@ def _launch(options: SweepOptions, p: Prepared, on_update: Callable[[SweepStats]
         parent_run_id=parent, tracking_uri=p.uri,
         experiment=p.experiment, state_dir=p.state_dir, failed_writes=tracker.failed_writes,
         tracking_errors=list(getattr(tracker, "errors", [])),
+        population_fill=getattr(engine, "fill_rate", lambda: None)(),
     )
     if status == "KILLED":
         raise SweepInterrupted(summary)

@@ -1,0 +1,107 @@
+"""Multi-objective sweeps (issue 17) on Branin-Currin, through the real runner, real tuners and MLflow.
+
+The contract every multi-objective tuner keeps (optuna TPE, optuna NSGA-II, ax, random): the
+usual layout (one parent, one child per trial), child runs tagged ``harness.pareto`` exactly as a
+front recomputed from the child runs' own metrics, the parent's ``hypervolume`` non-decreasing per
+finished trial and ending at the hypervolume recomputed from the children, ``hypervolume_by_steps``
+stepped by cumulative steps, and ``pareto.json`` naming the front's runs. Resume keeps the front.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from harness import names as N
+from harness.pareto import hypervolume, pareto_mask
+from harness.runner import SweepOptions, launch, resume
+from harness.spec import resolve_path
+
+NAMES, GOALS = ["branin", "currin"], ["minimize", "minimize"]
+# a looser reference than BoTorch's (18, 6), so a dozen trials already have some volume
+REFERENCE = [150.0, 12.0]
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory) -> Path:
+    raw = yaml.safe_load(resolve_path("branin-currin").read_text())
+    raw["metrics"] = [{"name": n, "goal": g, "reference": r} for n, g, r in zip(NAMES, GOALS, REFERENCE, strict=True)]
+    raw["fixed"] = {"steps": 3, "step_seconds": 0.0}
+    path = tmp_path_factory.mktemp("space") / "branin-currin.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def sweep_runs(uri: str, parent_id: str) -> tuple[MlflowClient, object, list]:
+    client = MlflowClient(uri)
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id], max_results=1000,
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    return client, parent, children
+
+
+def check_front(uri: str, parent_id: str, n: int) -> dict:
+    client, parent, children = sweep_runs(uri, parent_id)
+    assert parent.info.status == "FINISHED"
+    assert sorted(int(c.data.tags[N.TAG_TRIAL]) for c in children) == list(range(n))
+    complete = [c for c in children if c.data.tags[N.TAG_STATE] == "complete"]
+    assert len(complete) >= n - 1
+    points = np.array([[c.data.metrics[m] for m in NAMES] for c in complete])
+    mask = pareto_mask(points, GOALS)
+    tagged = {c.info.run_id: c.data.tags.get(N.TAG_PARETO) for c in children}
+    for c, on in zip(complete, mask, strict=True):
+        assert tagged[c.info.run_id] == ("true" if on else "false"), c.data.tags[N.TAG_TRIAL]
+    for c in children:
+        if c.data.tags[N.TAG_STATE] != "complete":
+            assert tagged[c.info.run_id] == "false"
+    hv = client.get_metric_history(parent_id, N.METRIC_HYPERVOLUME)
+    by_trials = [m.value for m in sorted(hv, key=lambda m: (m.step, m.timestamp))]
+    assert sorted({m.step for m in hv}) == list(range(1, n + 1))
+    assert all(b >= a for a, b in zip(by_trials, by_trials[1:], strict=False)), by_trials
+    final = hypervolume(points, GOALS, REFERENCE)
+    assert final > 0
+    assert by_trials[-1] == pytest.approx(final, rel=1e-9)
+    by_steps = client.get_metric_history(parent_id, N.METRIC_HYPERVOLUME_BY_STEPS)
+    assert max(m.step for m in by_steps) == sum(int(c.data.metrics[N.METRIC_STEPS]) for c in children)
+    artifacts = {f.path for f in client.list_artifacts(parent_id)}
+    assert {N.ARTIFACT_PARETO, "pareto.png", "pareto.html"} <= artifacts
+    doc = json.loads(Path(client.download_artifacts(parent_id, N.ARTIFACT_PARETO)).read_text())
+    on_front = {c.info.run_id for c, on in zip(complete, mask, strict=True) if on}
+    assert {m["run_id"] for m in doc["front"]} == on_front
+    assert doc["hypervolume"] == pytest.approx(final, rel=1e-9)
+    assert doc["reference_source"] == "spec"
+    return doc
+
+
+CASES = [("optuna", "tpe", 14), ("optuna", "nsga2", 14), ("random", "tpe", 14), ("ax", "tpe", 7)]
+
+
+@pytest.mark.parametrize(("tuner", "sampler", "trials"), CASES, ids=[f"{t}-{s}" for t, s, _ in CASES])
+def test_multi_objective_contract(tmp_path, space, tuner, sampler, trials):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = SweepOptions(space=str(space), tuner=tuner, sampler=sampler, trials=trials, workers=2,
+                           devices="cpu", tracking_uri=uri, name=f"mo-{tuner}-{sampler}", seed=1,
+                           state_root=tmp_path / "sweeps",
+                           tuner_options={"ax_init_trials": 4} if tuner == "ax" else {})
+    summary = launch(options)
+    doc = check_front(uri, summary.parent_run_id, trials)
+    member = doc["front"][0]
+    assert set(member) == {"number", "params", "metrics", "run_id", "seed"}
+    assert set(member["params"]) == {"x0", "x1"} and set(NAMES) <= set(member["metrics"])
+
+
+@pytest.mark.parametrize("tuner", ["optuna", pytest.param("random", marks=pytest.mark.slow)])
+def test_resume_keeps_the_front(tmp_path, space, tuner):
+    """A sweep extended by resume: one front over both runs of the driver, tags and curve current."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = SweepOptions(space=str(space), tuner=tuner, trials=6, workers=2, devices="cpu",
+                           tracking_uri=uri, name=f"mo-resume-{tuner}", seed=2, state_root=tmp_path / "sweeps")
+    first = launch(options)
+    second = resume(f"mo-resume-{tuner}", state_root=tmp_path / "sweeps", trials=12)
+    assert second.parent_run_id == first.parent_run_id
+    check_front(uri, first.parent_run_id, 12)
