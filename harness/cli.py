@@ -279,8 +279,24 @@ def benchmark(
     tracking_uri: TrackingOpt = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space file's stem).")] = None,
     population: PopulationOpt = None,
+    simulated: Annotated[bool, typer.Option("--simulated", help="Run on a simulated clock over the space's table (harness tabulate) and its surrogate, then print the verdict.")] = False,
+    charge_tuner_time: Annotated[bool, typer.Option("--charge-tuner-time/--no-charge-tuner-time", help="--simulated: add the tuner's own ask/tell wall time to the simulated clock (default on).")] = True,
+    table: Annotated[Path | None, typer.Option(help="--simulated: the table (default: benchmarks/tables/SPACE.parquet).")] = None,
+    log_sweeps: Annotated[bool, typer.Option("--log-sweeps", help="--simulated: also log every simulated sweep and trial to MLflow (slow); default: one summary run.")] = False,
 ) -> None:
     """Run every tuner with every seed on an equal budget, then compare them (harness compare)."""
+    if simulated:
+        from harness.simulate import parse_seeds, render, run_simulated_benchmark
+
+        sim_log = console if format == "table" else err
+        bench = run_simulated_benchmark(
+            space, tuners=tuners.split(","), seeds=parse_seeds(seeds), trials=trials, workers=workers or 1,
+            table=table, charge_tuner_time=charge_tuner_time, pruner=pruner, bid=id, out=out,
+            tracking_uri=tracking_uri, log_sweeps=log_sweeps, optimum=optimum, worst=worst,
+            progress=lambda sw: sim_log.print(f"  {sw.tuner} seed {sw.seed}: {sw.wall_seconds:.1f} s real, "
+                                              f"{sw.sim_seconds:.0f} s simulated", markup=False, highlight=False))
+        print(render(bench, format))
+        return
     from contextlib import contextmanager
 
     from harness.compare import FORMATS, plan_benchmark, run_benchmark, run_compare
@@ -311,6 +327,35 @@ def benchmark(
                        target=target, out=out or Path(".harness") / "benchmarks" / plan.id, order=plan.tuners,
                        optimum=optimum, worst=worst)
     _print_comparison(comp, format)
+
+
+@app.command()
+def tabulate(
+    space: SpaceArg,
+    configs: Annotated[int, typer.Option(help="Configurations: a scrambled Sobol design over the space.")] = 64,
+    seeds: Annotated[int, typer.Option(help="Seeds per configuration (0 .. S-1).")] = 3,
+    engine: Annotated[str, typer.Option(help="Where trials run: local | ray.")] = "local",
+    workers: Annotated[int, typer.Option(help="Parallel workers.")] = 1,
+    threads: Annotated[int, typer.Option(help="CPU threads per local worker.")] = 1,
+    design_seed: Annotated[int, typer.Option(help="Seed of the scrambled Sobol design.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="The Parquet table (default: benchmarks/tables/SPACE.parquet; a .sha256 beside it).")] = None,
+    time_limit: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds (rerun to resume).")] = None,
+    trial_timeout: Annotated[float | None, typer.Option(help="Fail a trial after this many seconds.")] = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Evaluate CONFIGS x SEEDS configurations; store every learning curve, seconds per step and final
+    metrics in one tidy Parquet table (also an MLflow artifact). Resumable: rerun the same command."""
+    from harness.tabulate import TabulateOptions
+    from harness.tabulate import tabulate as run_tabulate
+
+    total = configs * seeds
+    s = run_tabulate(TabulateOptions(space, configs=configs, seeds=seeds, design_seed=design_seed, engine=engine,
+                                     workers=workers, threads=threads, out=out, time_limit=time_limit,
+                                     trial_timeout=trial_timeout, tracking_uri=tracking_uri),
+                     progress=lambda d, n: err.print(f"  {d}/{n} trials", markup=False) if d % 25 == 0 or d == n else None)
+    console.print(f"{s.out}: {s.trials} trials of {total}, {s.configs} configurations with every seed "
+                  f"({s.ran} run now, {s.seconds:.0f} s); sha256 {s.sha256}"
+                  + (f"; MLflow run {s.run_id}" if s.run_id else ""), markup=False, highlight=False)
 
 
 @app.command()

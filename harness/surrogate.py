@@ -1,0 +1,191 @@
+"""A surrogate of a tabulated space: any configuration's learning curve and seconds per step.
+
+Fitted with scikit-learn random forests on the encoded configuration (log scale for log
+parameters, one-hot choices, an inactive conditional as a flag with its value at a sentinel):
+
+- the metric at each reported step: one forest on (config, log step, is-final) -> the spec's
+  metric (in log space when every tabulated value is positive), the mean over seeds;
+- seconds: one forest on config -> (log seconds per step at the reports, log seconds per step
+  of the whole trial);
+- steps: one forest on config -> log of the last reported step; the reported steps are then
+  the multiples of the space's ``report_every`` up to it (else the nearest tabulated
+  configuration's steps).
+
+The surrogate is deterministic: the seed-to-seed noise of the table is averaged out, not
+modelled; failed trials are left out of the fit (a configuration the table saw fail is
+replayed exactly by the simulated engine, an unseen one is predicted to complete).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.spec import ChoiceParam, FloatParam, SweepSpec
+from harness.tabulate import METRIC, PARAM
+
+SENTINEL = -1.0
+
+
+class Encoder:
+    """Configuration -> feature vector (the same for the table's rows and for a dict)."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+        self.names = list(spec.order())
+        self.columns: list[str] = []
+        for n in self.names:
+            p = spec.params[n]
+            if isinstance(p, ChoiceParam):
+                self.columns += [f"{n}={v}" for v in p.values]
+            else:
+                self.columns.append(n)
+            if p.when:
+                self.columns.append(f"{n}:active")
+
+    def encode(self, params: dict[str, Any]) -> list[float]:
+        out: list[float] = []
+        for n in self.names:
+            p = self.spec.params[n]
+            v = params.get(n)
+            active = v is not None and not (isinstance(v, float) and math.isnan(v)) and not (
+                isinstance(v, str) and v in ("", "<NA>"))
+            if isinstance(p, ChoiceParam):
+                out += [1.0 if active and str(v) == str(c) else 0.0 for c in p.values]
+            elif not active:
+                out.append(SENTINEL)
+            else:
+                x = float(v)  # type: ignore[arg-type]
+                if p.log:
+                    x = (math.log(x) - math.log(p.low)) / (math.log(p.high) - math.log(p.low))
+                else:
+                    x = (x - p.low) / (p.high - p.low) if p.high > p.low else 0.0
+                out.append(x)
+            if p.when:
+                out.append(1.0 if active else 0.0)
+        return out
+
+
+def row_params(row: Any, spec: SweepSpec) -> dict[str, Any]:
+    """A table row's active params as the trial saw them (ints back to int)."""
+    import pandas as pd
+
+    out: dict[str, Any] = {}
+    for n in spec.order():
+        v = row[PARAM + n]
+        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+            continue
+        p = spec.params[n]
+        if isinstance(p, ChoiceParam):
+            out[n] = next((c for c in p.values if str(c) == str(v)), v)
+        elif isinstance(p, FloatParam):
+            out[n] = float(v)
+        else:
+            out[n] = int(round(float(v)))
+    return out
+
+
+@dataclass
+class Curve:
+    """A predicted (or tabulated) trial: reports (step, seconds since start, metrics), then the end."""
+
+    reports: list[tuple[int, float, dict[str, float]]]
+    seconds: float
+    steps: int
+    metrics: dict[str, float]
+    status: str = "ok"  # ok | error (a tabulated failure)
+    reason: str | None = None
+
+
+class Surrogate:
+    """Fit on a tabulated space's table (pandas DataFrame from :func:`harness.tabulate.read_table`)."""
+
+    def __init__(self, spec: SweepSpec, table: Any, *, trees: int = 100, seed: int = 0,
+                 configs: set[int] | None = None) -> None:
+        from sklearn.ensemble import RandomForestRegressor
+
+        self.spec = spec
+        self.metric = spec.metric.name
+        self.enc = Encoder(spec)
+        col = METRIC + self.metric
+        df = table if configs is None else table[table["config"].isin(configs)]
+        df = df[(df["state"] == "complete") & df[col].notna()]
+        if df.empty:
+            raise ValueError("the table has no complete trial to fit a surrogate on")
+        vals = df[col].to_numpy(float)
+        self.log_target = bool((vals > 0).all())
+        first = df.drop_duplicates(["config"]).set_index("config")
+        self._X = {int(c): self.enc.encode(row_params(r, spec)) for c, r in first.iterrows()}
+        X = np.array([self._X[int(c)] + [math.log1p(s), float(k == "final")]
+                      for c, s, k in zip(df["config"], df["step"], df["kind"], strict=True)])
+        y = np.log(vals) if self.log_target else vals
+        self.curve_model = RandomForestRegressor(trees, min_samples_leaf=2, random_state=seed, n_jobs=1).fit(X, y)
+        finals = df[df["kind"] == "final"]
+        reports = df[df["kind"] == "report"]
+        per = finals.groupby("config").agg(sps=("seconds_per_step", "mean"), last=("step", "mean"))
+        rep = reports.groupby("config")["seconds_per_step"].mean()
+        per["rep_sps"] = rep.reindex(per.index).fillna(per["sps"])
+        Xc = np.array([self._X[int(c)] for c in per.index])
+        Yt = np.log(np.clip(per[["rep_sps", "sps"]].to_numpy(float), 1e-9, None))
+        self.time_model = RandomForestRegressor(trees, min_samples_leaf=2, random_state=seed, n_jobs=1).fit(Xc, Yt)
+        self.steps_model = RandomForestRegressor(trees, min_samples_leaf=1, random_state=seed, n_jobs=1).fit(
+            Xc, np.log(np.clip(per["last"].to_numpy(float), 1, None)))
+        self._steps_of = {int(c): sorted(set(g["step"].astype(int))) for c, g in reports.groupby("config")}
+        self._configs = np.array(list(per.index), dtype=int)
+        self._Xc = Xc
+        self.every = spec.budget.report_every
+
+    def report_steps(self, x: list[float]) -> list[int]:
+        last = int(round(math.exp(float(self.steps_model.predict(np.array([x]))[0]))))
+        if self.every:
+            steps = list(range(self.every, last + 1, self.every))
+            return steps or [last]
+        near = int(self._configs[np.argmin(((self._Xc - np.array(x)) ** 2).sum(axis=1))])
+        return self._steps_of.get(near, [last])
+
+    def predict(self, params: dict[str, Any]) -> Curve:
+        """The configuration's learning curve, seconds and final metric."""
+        x = self.enc.encode(self.spec.active_params(params))
+        steps = self.report_steps(x)
+        X = np.array([x + [math.log1p(s), 0.0] for s in steps] + [x + [math.log1p(steps[-1]), 1.0]])
+        y = self.curve_model.predict(X)
+        if self.log_target:
+            y = np.exp(y)
+        rep_sps, sps = np.exp(self.time_model.predict(np.array([x]))[0])
+        reports = [(s, float(s * rep_sps), {self.metric: float(v)}) for s, v in zip(steps, y[:-1], strict=True)]
+        seconds = max(float(steps[-1] * sps), reports[-1][1])
+        return Curve(reports, seconds, steps[-1], {self.metric: float(y[-1])})
+
+    def predict_final(self, params: dict[str, Any]) -> float:
+        return self.predict(params).metrics[self.metric]
+
+
+def fidelity(spec: SweepSpec, table: Any, holdout: float = 0.2, seed: int = 0) -> dict[str, Any]:
+    """Spearman rank correlation, on held-out configurations, of the surrogate's final metric with
+    the table's (mean over seeds); beside it the table's own seed-to-seed Spearman (the ceiling)
+    and the seconds' Spearman."""
+    from scipy.stats import spearmanr
+
+    col = METRIC + spec.metric.name
+    finals = table[(table["kind"] == "final") & (table["state"] == "complete") & table[col].notna()]
+    configs = np.array(sorted(set(finals["config"].astype(int))))
+    rng = np.random.default_rng(seed)
+    test = set(rng.choice(configs, size=max(2, int(len(configs) * holdout)), replace=False).tolist())
+    train = set(configs.tolist()) - test
+    sur = Surrogate(spec, table, configs=train, seed=seed)
+    truth = finals[finals["config"].isin(test)].groupby("config").agg(v=(col, "mean"), s=("elapsed_s", "mean"))
+    first = table.drop_duplicates(["config"]).set_index("config")
+    preds = [sur.predict(row_params(first.loc[c], spec)) for c in truth.index]
+    rho = float(spearmanr(truth["v"], [p.metrics[spec.metric.name] for p in preds]).statistic)
+    rho_s = float(spearmanr(truth["s"], [p.seconds for p in preds]).statistic)
+    wide = finals.pivot_table(index="config", columns="seed", values=col)
+    seed_rho = float(spearmanr(wide[0], wide[1], nan_policy="omit").statistic) \
+        if 0 in wide and 1 in wide else float("nan")
+    return {"spearman_final": rho, "spearman_seconds": rho_s, "seed_to_seed": seed_rho,
+            "train_configs": len(train), "test_configs": len(test)}
+
+
+__all__ = ["Curve", "Encoder", "Surrogate", "fidelity", "row_params"]

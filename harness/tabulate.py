@@ -1,0 +1,303 @@
+"""Tabulate a search space: N configurations x S seeds, every learning curve, in one tidy table.
+
+The design is a scrambled Sobol sequence over the space (``scipy.stats.qmc.Sobol``; log
+parameters on a log scale, inclusive integer bounds, conditionals respected: an inactive
+parameter is absent). Each configuration is run once per seed on any engine; every finished
+trial is appended at once to a part file (``rows.jsonl`` in ``.harness/tables/NAME/``), so a
+crash loses at most the trials that were running, and a rerun resumes where it stopped. The
+table is built from the part file:
+
+one row per reported step (``kind = report``) and one per trial end (``kind = final``), with
+``config_id`` (a hash of the active params), ``config`` (the design index), ``seed``, ``step``,
+``elapsed_s`` (seconds since the trial started: the time of that report, or the trial's total
+on the final row), ``seconds_per_step``, ``state`` (complete | failed | ...), the params as
+``param.<name>`` columns and every metric as ``metric.<name>`` columns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.engines.base import EngineError
+from harness.files import append_line, read_jsonl, repair_jsonl, write_atomic
+from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec, load_spec
+from harness.trials import Done, Report, TrialTask
+
+TABLES_ROOT = Path(".harness") / "tables"
+ROWS = "rows.jsonl"
+META = "meta.json"
+PARAM = "param."
+METRIC = "metric."
+BASE_COLUMNS = ["config_id", "config", "seed", "kind", "step", "elapsed_s", "seconds_per_step", "state"]
+
+
+class TabulateError(EngineError):
+    """A tabulate input is wrong (one line, exit 2)."""
+
+
+# -- the design -------------------------------------------------------------------------------
+def sobol_design(spec: SweepSpec, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` configurations from a scrambled Sobol sequence over the space (one dimension per
+    parameter, in the spec's order; conditionals respected)."""
+    from scipy.stats import qmc
+
+    names = spec.order()
+    sampler = qmc.Sobol(d=len(names), scramble=True, seed=seed)
+    with warnings.catch_warnings():  # n need not be a power of two
+        warnings.simplefilter("ignore", UserWarning)
+        u = sampler.random(n)
+    return [spec.active_params({name: from_unit(spec.params[name], float(x)) for name, x in zip(names, row, strict=True)})
+            for row in u]
+
+
+def from_unit(p: FloatParam | IntParam | ChoiceParam, u: float) -> Any:
+    """Map u in [0, 1) onto the parameter's domain (log scale when ``log``; ints inclusive)."""
+    u = min(max(u, 0.0), 1.0 - 1e-12)
+    if isinstance(p, ChoiceParam):
+        return p.values[min(int(u * len(p.values)), len(p.values) - 1)]
+    if isinstance(p, FloatParam):
+        if p.log:
+            return float(math.exp(math.log(p.low) + u * (math.log(p.high) - math.log(p.low))))
+        return float(p.low + u * (p.high - p.low))
+    if p.log:  # equal mass per unit of log on [low, high + 1)
+        v = math.exp(math.log(p.low) + u * (math.log(p.high + 1) - math.log(p.low)))
+        return int(min(max(math.floor(v), p.low), p.high))
+    return int(min(p.low + math.floor(u * (p.high - p.low + 1)), p.high))
+
+
+def config_id(params: Mapping[str, Any]) -> str:
+    """A stable id of a configuration (its active params)."""
+    blob = json.dumps({k: params[k] for k in sorted(params)}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+# -- running ----------------------------------------------------------------------------------
+@dataclass
+class TabulateOptions:
+    space: str
+    configs: int = 64
+    seeds: int = 3
+    design_seed: int = 0
+    engine: str = "local"
+    workers: int = 1
+    threads: int = 1  # CPU threads per worker (local engine)
+    out: Path | None = None  # the Parquet file (default: benchmarks/tables/<stem>.parquet)
+    name: str | None = None  # state folder name (default: the space's stem)
+    state_root: Path = TABLES_ROOT
+    time_limit: float | None = None  # stop dispatching after this many seconds (resume later)
+    tracking_uri: str | None = None
+    trial_timeout: float | None = None
+
+
+@dataclass
+class TabulateSummary:
+    out: Path
+    trials: int  # finished trials in the table
+    configs: int  # configurations with every seed finished
+    ran: int  # trials run by this call
+    seconds: float
+    run_id: str | None
+    sha256: str
+
+
+def default_out(space: str) -> Path:
+    return Path("benchmarks") / "tables" / f"{Path(space).stem}.parquet"
+
+
+def tabulate(opts: TabulateOptions, progress: Callable[[int, int], None] | None = None) -> TabulateSummary:
+    """Run (or resume) the tabulation, write the table and log it to MLflow."""
+    if opts.configs < 1 or opts.seeds < 1 or opts.workers < 1:
+        raise TabulateError(f"--configs, --seeds and --workers must be >= 1 (got {opts.configs}, "
+                            f"{opts.seeds}, {opts.workers})")
+    spec = load_spec(opts.space)
+    from harness.objective import check_objective
+    from harness.tracking import check_store, resolve_uri
+
+    check_objective(spec.objective)
+    uri = resolve_uri(opts.tracking_uri)
+    if uri is not None:
+        check_store(uri)
+    stem = Path(opts.space).stem
+    state = opts.state_root / (opts.name or stem)
+    meta = {"space": stem, "spec_hash": spec.hash(), "design_seed": opts.design_seed}
+    meta_path = state / META
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if {k: old.get(k) for k in meta} != meta:
+            raise TabulateError(f"{state}: tabulated with another spec or design seed ({old.get('spec_hash')}, "
+                                f"seed {old.get('design_seed')}); use another --name or remove the folder")
+    state.mkdir(parents=True, exist_ok=True)
+    write_atomic(meta_path, json.dumps(meta))
+    rows_path = state / ROWS
+    if rows_path.exists():
+        repair_jsonl(rows_path)
+    done = {(int(r["config"]), int(r["seed"])) for r in read_jsonl(rows_path)} if rows_path.exists() else set()
+    design = sobol_design(spec, opts.configs, opts.design_seed)
+    todo = [(i, s) for i in range(opts.configs) for s in range(opts.seeds) if (i, s) not in done]
+    t0 = time.perf_counter()
+    ran = _run(spec, design, todo, rows_path, opts, progress, total=opts.configs * opts.seeds, have=len(done))
+    out = opts.out or default_out(opts.space)
+    df = build_table(read_jsonl(rows_path), spec, configs=opts.configs, seeds=opts.seeds)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(out, index=False)
+    digest = sha256(out)
+    Path(str(out) + ".sha256").write_text(f"{digest}  {out.name}\n")
+    finals = df[df["kind"] == "final"]
+    per_config = finals.groupby("config")["seed"].nunique()
+    complete_configs = int((per_config >= opts.seeds).sum())
+    run_id = _log_table(uri, stem, out, spec, opts, len(finals), complete_configs) if uri else None
+    return TabulateSummary(out, len(finals), complete_configs, ran, time.perf_counter() - t0, run_id, digest)
+
+
+def _run(spec: SweepSpec, design: list[dict[str, Any]], todo: list[tuple[int, int]], rows_path: Path,
+         opts: TabulateOptions, progress: Callable[[int, int], None] | None, total: int, have: int) -> int:
+    if not todo:
+        return 0
+    engine = _engine(opts)
+    engine.start(spec.objective)
+    t_start = time.perf_counter()
+    running: dict[int, tuple[TrialTask, int, float, list[dict[str, Any]]]] = {}
+    queue = list(todo)
+    number = 0
+    ran = 0
+    try:
+        while queue or running:
+            stop = opts.time_limit is not None and time.perf_counter() - t_start > opts.time_limit
+            while queue and not stop and engine.free_slots() > 0:
+                i, s = queue.pop(0)
+                params = design[i]
+                task = TrialTask(number=number, objective=spec.objective, params=params,
+                                 config=spec.config(params), seed=s, timeout=opts.trial_timeout)
+                engine.submit(task)
+                running[number] = (task, i, time.perf_counter(), [])
+                number += 1
+            if stop and not running:
+                break
+            for ev in engine.poll(0.5):
+                if ev.number not in running:
+                    continue
+                task, i, started, curve = running[ev.number]
+                if isinstance(ev, Report):
+                    curve.append({"step": ev.step, "t": time.perf_counter() - started, "metrics": ev.metrics})
+                elif isinstance(ev, Done):
+                    del running[ev.number]
+                    append_line(rows_path, _row(task, i, ev, curve))
+                    ran += 1
+                    if progress is not None:
+                        progress(have + ran, total)
+    finally:
+        engine.shutdown()
+    return ran
+
+
+def _engine(opts: TabulateOptions) -> Any:
+    from harness.engines.local import device_slots
+
+    slots = device_slots("cpu", 1, opts.workers)
+    if opts.engine == "local":
+        from harness.engines.local import LocalEngine
+
+        return LocalEngine(slots, threads_per_worker=opts.threads)
+    from harness.engines import make_engine
+
+    return make_engine(opts.engine, slots)
+
+
+def _row(task: TrialTask, config: int, done: Done, curve: list[dict[str, Any]]) -> dict[str, Any]:
+    state = {"ok": "complete", "pruned": "pruned"}.get(done.status, "failed")
+    metrics = {k: v for k, v in done.metrics.items() if isinstance(v, float | int)}
+    if state == "complete" and any(not math.isfinite(v) for v in metrics.values()):
+        state = "failed"
+    return {"config": config, "seed": task.seed, "config_id": config_id(task.params), "params": task.params,
+            "state": state, "reason": done.reason, "steps": done.steps, "seconds": done.seconds,
+            "metrics": metrics, "curve": curve}
+
+
+# -- the table --------------------------------------------------------------------------------
+def build_table(records: list[dict[str, Any]], spec: SweepSpec, configs: int | None = None,
+                seeds: int | None = None) -> Any:
+    """The tidy table (pandas) from the part file's records (the first ``configs`` x ``seeds``)."""
+    import pandas as pd
+
+    names = list(spec.order())
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[int, int]] = set()
+    for r in records:
+        key = (int(r["config"]), int(r["seed"]))
+        if key in seen or (configs is not None and key[0] >= configs) or (seeds is not None and key[1] >= seeds):
+            continue
+        seen.add(key)
+        base = {"config_id": r["config_id"], "config": key[0], "seed": key[1], "state": r["state"]}
+        params = {PARAM + n: r["params"].get(n) for n in names}
+        for c in r["curve"]:
+            step = int(c["step"])
+            rows.append({**base, "kind": "report", "step": step, "elapsed_s": float(c["t"]),
+                         "seconds_per_step": float(c["t"]) / step if step > 0 else float("nan"),
+                         **params, **{METRIC + k: v for k, v in c["metrics"].items()}})
+        step = int(r["steps"])
+        rows.append({**base, "kind": "final", "step": step, "elapsed_s": float(r["seconds"]),
+                     "seconds_per_step": float(r["seconds"]) / step if step > 0 else float("nan"),
+                     **params, **{METRIC + k: v for k, v in r["metrics"].items()}})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        df = pd.DataFrame(columns=BASE_COLUMNS + [PARAM + n for n in names])
+    for n in names:  # one dtype per param column (choices as strings, numbers as floats)
+        col = PARAM + n
+        df[col] = df[col].astype("string") if isinstance(spec.params[n], ChoiceParam) else df[col].astype("float64")
+    df["_final"] = df["kind"] == "final"
+    df = df.sort_values(["config", "seed", "_final", "step"], kind="stable").drop(columns="_final")
+    return df.reset_index(drop=True)
+
+
+def read_table(path: str | Path) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(path)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _log_table(uri: str, stem: str, out: Path, spec: SweepSpec, opts: TabulateOptions,
+               trials: int, complete: int) -> str:
+    """The table as an artifact of a parent run in experiment ``<stem>-table``."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from harness.tracking import init_sqlite
+
+    if uri.startswith("sqlite:"):
+        init_sqlite(uri)
+    client = MlflowClient(uri)
+    name = f"{stem}-table"
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(name)
+    run = client.create_run(exp_id, run_name=f"tabulate-{stem}", tags={
+        "harness.tabulate": "true", "harness.spec_hash": spec.hash(), "harness.objective": spec.objective})
+    rid = run.info.run_id
+    for k, v in {"configs": opts.configs, "seeds": opts.seeds, "design_seed": opts.design_seed,
+                 "engine": opts.engine}.items():
+        client.log_param(rid, k, str(v))
+    client.log_metric(rid, "trials", trials)
+    client.log_metric(rid, "complete_configs", complete)
+    client.log_artifact(rid, str(out))
+    client.set_terminated(rid)
+    del mlflow
+    return rid
+
+
+__all__ = ["TabulateError", "TabulateOptions", "TabulateSummary", "build_table", "config_id",
+           "default_out", "read_table", "sobol_design", "tabulate"]
