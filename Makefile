@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint ui clean
+.PHONY: install demo test test-slow lint ui clean tables
 
 install: $(STAMP)
 
@@ -35,6 +35,15 @@ lint: install
 
 ui: install
 	$(BIN)/harness ui
+
+# Tabulated spaces for simulated benchmarks (issue 16): 500 Sobol configurations x 3 seeds each, one
+# worker; resumable (rerun after a crash). Hours of CPU; --workers N or a GPU shortens it.
+TABLE_CONFIGS ?= 500
+TABLE_SEEDS   ?= 3
+tables: install
+	for s in gflownet-quick diffusion-quick locoprop-quick; do \
+	  $(BIN)/harness tabulate $$s --configs $(TABLE_CONFIGS) --seeds $(TABLE_SEEDS) || exit 1; done
+	$(BIN)/python benchmarks/tables.py
 
 clean:
 	rm -rf $(VENV) .harness mlflow.db mlartifacts

@@ -63,8 +63,9 @@ def compare(args: argparse.Namespace) -> None:
     from harness.simulate import run_simulated_benchmark
 
     tuners = args.tuners.split(",")
-    seeds = list(range(args.seeds))
     data = json.loads((Path(".harness/benchmarks") / f"real-{Path(args.space).stem}.json").read_text())
+    seeds = [s for s in range(args.seeds) if all(f"{t}/{s}/{args.trials}" in data for t in tuners)]
+    print(f"seeds with a real sweep of every tuner: {seeds}")
     sim = run_simulated_benchmark(args.space, tuners=tuners, seeds=seeds, trials=args.trials,
                                   charge_tuner_time=False, tracking_uri="none",
                                   out=Path(".harness/benchmarks") / f"honesty-{Path(args.space).stem}")

@@ -1,10 +1,10 @@
 """A surrogate of a tabulated space: any configuration's learning curve and seconds per step.
 
-Fitted with scikit-learn random forests on the encoded configuration (log scale for log
+Fitted with scikit-learn extremely randomized trees (``ExtraTreesRegressor``) on the encoded configuration (log scale for log
 parameters, one-hot choices, an inactive conditional as a flag with its value at a sentinel):
 
 - the metric at each reported step: one forest on (config, log step, is-final) -> the spec's
-  metric (in log space when every tabulated value is positive), the mean over seeds;
+  metric through the table's quantiles (rank-preserving, robust to diverged runs), mapped back;
 - seconds: one forest on config -> (log seconds per step at the reports, log seconds per step
   of the whole trial);
 - steps: one forest on config -> log of the last reported step; the reported steps are then
@@ -105,7 +105,8 @@ class Surrogate:
 
     def __init__(self, spec: SweepSpec, table: Any, *, trees: int = 100, seed: int = 0,
                  configs: set[int] | None = None) -> None:
-        from sklearn.ensemble import RandomForestRegressor
+        from sklearn.ensemble import ExtraTreesRegressor
+        from sklearn.preprocessing import QuantileTransformer
 
         self.spec = spec
         self.metric = spec.metric.name
@@ -116,13 +117,16 @@ class Surrogate:
         if df.empty:
             raise ValueError("the table has no complete trial to fit a surrogate on")
         vals = df[col].to_numpy(float)
-        self.log_target = bool((vals > 0).all())
+        # the metric through the table's own quantiles (a monotone map to [0, 1]): heavy tails
+        # (a diverged loss of 1e25 beside losses of 20) cannot pull the fit; the prediction maps
+        # back through the same quantiles, so it is always a value the table's range holds
+        self.quantiles = QuantileTransformer(n_quantiles=min(1000, len(vals)), random_state=seed)
         first = df.drop_duplicates(["config"]).set_index("config")
         self._X = {int(c): self.enc.encode(row_params(r, spec)) for c, r in first.iterrows()}
         X = np.array([self._X[int(c)] + [math.log1p(s), float(k == "final")]
                       for c, s, k in zip(df["config"], df["step"], df["kind"], strict=True)])
-        y = np.log(vals) if self.log_target else vals
-        self.curve_model = RandomForestRegressor(trees, min_samples_leaf=2, random_state=seed, n_jobs=1).fit(X, y)
+        y = self.quantiles.fit_transform(vals.reshape(-1, 1)).ravel()
+        self.curve_model = ExtraTreesRegressor(trees, min_samples_leaf=1, random_state=seed, n_jobs=1).fit(X, y)
         finals = df[df["kind"] == "final"]
         reports = df[df["kind"] == "report"]
         per = finals.groupby("config").agg(sps=("seconds_per_step", "mean"), last=("step", "mean"))
@@ -130,8 +134,8 @@ class Surrogate:
         per["rep_sps"] = rep.reindex(per.index).fillna(per["sps"])
         Xc = np.array([self._X[int(c)] for c in per.index])
         Yt = np.log(np.clip(per[["rep_sps", "sps"]].to_numpy(float), 1e-9, None))
-        self.time_model = RandomForestRegressor(trees, min_samples_leaf=2, random_state=seed, n_jobs=1).fit(Xc, Yt)
-        self.steps_model = RandomForestRegressor(trees, min_samples_leaf=1, random_state=seed, n_jobs=1).fit(
+        self.time_model = ExtraTreesRegressor(trees, min_samples_leaf=1, random_state=seed, n_jobs=1).fit(Xc, Yt)
+        self.steps_model = ExtraTreesRegressor(trees, min_samples_leaf=1, random_state=seed, n_jobs=1).fit(
             Xc, np.log(np.clip(per["last"].to_numpy(float), 1, None)))
         self._steps_of = {int(c): sorted(set(g["step"].astype(int))) for c, g in reports.groupby("config")}
         self._configs = np.array(list(per.index), dtype=int)
@@ -151,9 +155,7 @@ class Surrogate:
         x = self.enc.encode(self.spec.active_params(params))
         steps = self.report_steps(x)
         X = np.array([x + [math.log1p(s), 0.0] for s in steps] + [x + [math.log1p(steps[-1]), 1.0]])
-        y = self.curve_model.predict(X)
-        if self.log_target:
-            y = np.exp(y)
+        y = self.quantiles.inverse_transform(self.curve_model.predict(X).reshape(-1, 1)).ravel()
         rep_sps, sps = np.exp(self.time_model.predict(np.array([x]))[0])
         reports = [(s, float(s * rep_sps), {self.metric: float(v)}) for s, v in zip(steps, y[:-1], strict=True)]
         seconds = max(float(steps[-1] * sps), reports[-1][1])
