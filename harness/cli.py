@@ -61,7 +61,7 @@ def sweep(
     seed: Annotated[int, typer.Option(help="Seed of the tuner and of the trials' seeds.")] = 0,
     timeout: Annotated[float | None, typer.Option(help="Stop dispatching new trials after this many seconds.")] = None,
     trial_timeout: Annotated[float | None, typer.Option(help="Fail a trial that runs longer than this many seconds.")] = None,
-    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe | random | gp | cmaes.")] = "tpe",
+    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe | random | gp | cmaes | nsga2 (several objectives: tpe, random, gp, nsga2).")] = "tpe",
     pruner: Annotated[str, typer.Option(help="Optuna pruner: none | median | hyperband | sha.")] = "none",
     storage: Annotated[str | None, typer.Option(help="Optuna storage: memory, a journal file path, sqlite:///... or postgresql://... (default: a journal file in .harness/sweeps/NAME/).")] = None,
     enqueue: Annotated[str | None, typer.Option(help="A YAML list of known configurations to evaluate before the tuner's own suggestions.")] = None,
@@ -188,10 +188,11 @@ def ls(
 def best(
     sweep: Annotated[str, typer.Argument(help="The sweep's name (see `harness ls`).")],
     top: Annotated[int, typer.Option(help="Show the K best trials.")] = 1,
-    format: Annotated[str, typer.Option("--format", help="yaml | json")] = "yaml",
+    format: Annotated[str | None, typer.Option("--format", help="yaml | json (default yaml; a multi-objective sweep: its front as a table)")] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Print the best trial's parameters as YAML that `harness trial --params FILE` accepts."""
+    """Print the best trial's parameters as YAML that `harness trial --params FILE` accepts
+    (a multi-objective sweep: its Pareto front, every member's params, metrics, run id, seed)."""
     import json
 
     import yaml
@@ -200,15 +201,20 @@ def best(
     from harness.runner import UsageError
     from harness.tracking import resolve_uri
 
-    if format not in ("yaml", "json"):
+    if format not in (None, "yaml", "json"):
         raise UsageError(f"--format {format}: use yaml or json")
     if top < 1:
         raise UsageError(f"--top must be >= 1, got {top}")
     uri = resolve_uri(tracking_uri)
     if uri is None:
         raise UsageError("harness best reads the tracking store: not --tracking-uri none")
-    _, docs = best_trials(uri, sweep, top)
-    out: object = docs[0] if top == 1 else docs
+    spec, docs = best_trials(uri, sweep, top)  # a multi-objective sweep: its whole front
+    if spec.multi and format is None:
+        from harness.display import front_table
+
+        console.print(front_table(spec, docs))
+        return
+    out: object = docs[0] if top == 1 and not spec.multi else docs
     if format == "json":
         print(json.dumps(out, indent=2))
     else:
@@ -400,7 +406,11 @@ def _print_comparison(comp: object, format: str) -> None:
 def _print_summary(summary: object) -> None:
     console.print(summary_table(summary))
     s = summary.stats  # type: ignore[attr-defined]
-    if s.complete:
+    if s.complete and summary.spec.multi:  # type: ignore[attr-defined]
+        from harness.display import front_summary_table
+
+        console.print(front_summary_table(s, summary.spec))  # type: ignore[attr-defined]
+    elif s.complete:
         console.print(trials_table(s, summary.spec.metric.name, goal=summary.spec.metric.goal))  # type: ignore[attr-defined]
     if summary.tracking_uri:  # type: ignore[attr-defined]
         console.print(f"open the MLflow UI:  harness ui --tracking-uri {summary.tracking_uri}")  # type: ignore[attr-defined]

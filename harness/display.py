@@ -96,3 +96,36 @@ def trials_table(stats: SweepStats, metric: str, top: int = 10, goal: str = "min
         params = ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in r.params.items())
         t.add_row(str(r.number), fmt(r.value), params, f"{r.seconds:.1f}")
     return t
+
+
+def front_table(spec: Any, docs: list[dict[str, Any]]) -> Table:
+    """A multi-objective sweep's Pareto front (``harness best``): one row per member."""
+    names = [m.name for m in spec.metrics]
+    t = Table(title=f"Pareto front: {len(docs)} trials ({', '.join(f'{m.name} {m.goal}' for m in spec.metrics)})",
+              title_justify="left")
+    t.add_column("trial", justify="right")
+    for n in names:
+        t.add_column(n, justify="right")
+    t.add_column("params")
+    t.add_column("seed", justify="right")
+    t.add_column("run id")
+    for d in docs:
+        params = ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}" for k, v in d["params"].items())
+        t.add_row(str(d["trial"]), *[fmt(d["metrics"].get(n)) for n in names], params, str(d["seed"]), d["run_id"])
+    return t
+
+
+def front_summary_table(stats: SweepStats, spec: Any) -> Table:
+    """The end-of-sweep table of a multi-objective sweep: the front of this process's trials."""
+    from harness.pareto import pareto_mask
+    from harness.trials import objective_values
+
+    names = [m.name for m in spec.metrics]
+    done = [(r, objective_values(r, names)) for r in stats.results if r.state.value == "complete"]
+    done = [(r, v) for r, v in done if v is not None]
+    mask = pareto_mask([v for _, v in done], [m.goal for m in spec.metrics]) if done else []
+    docs = [{"trial": r.number, "metrics": dict(zip(names, v, strict=True)), "params": r.params,
+             "seed": r.seed, "run_id": ""} for (r, v), on in zip(done, mask, strict=True) if on]
+    sign = 1.0 if spec.metric.goal == "minimize" else -1.0
+    docs.sort(key=lambda d: sign * d["metrics"][names[0]])
+    return front_table(spec, docs)

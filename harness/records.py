@@ -177,9 +177,12 @@ def typed_params(spec: SweepSpec, raw: dict[str, str]) -> dict[str, Any]:
 
 
 def best_trials(uri: str, sweep: str, top: int = 1) -> tuple[SweepSpec, list[dict[str, Any]]]:
-    """The ``top`` best complete trials of a sweep, each as a document ``harness trial --params`` takes."""
+    """The ``top`` best complete trials of a sweep, each as a document ``harness trial --params`` takes
+    (a multi-objective sweep: its Pareto front, :func:`front_trials`)."""
     parent = find_sweep(uri, sweep)
     spec = load_run_spec(uri, parent)
+    if spec.multi:  # no single best: the Pareto front, every member
+        return front_trials(uri, sweep, spec=spec)
     metric, goal = spec.metric.name, spec.metric.goal
     parents = sweep_runs(uri, sweep=sweep)
     children: list[Any] = []
@@ -221,3 +224,35 @@ def run_for_rerun(uri: str, run_id: str) -> tuple[SweepSpec, dict[str, Any], int
 
 def fmt_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
+def front_trials(uri: str, sweep: str, spec: SweepSpec | None = None) -> tuple[SweepSpec, list[dict[str, Any]]]:
+    """A multi-objective sweep's Pareto front, recomputed from its child runs' metrics
+    (:func:`harness.pareto.pareto_mask`): one document per member, best first in the first
+    metric, each one that ``harness trial --params`` takes (``params``, ``metrics``, ``run_id``,
+    ``seed``)."""
+    from harness.pareto import pareto_mask
+
+    if spec is None:
+        spec = load_run_spec(uri, find_sweep(uri, sweep))
+    names = [m.name for m in spec.metrics]
+    children: list[Any] = []
+    for p in sweep_runs(uri, sweep=sweep):
+        children += trial_runs(uri, p)
+    done = [c for c in children if c.data.tags.get(N.TAG_STATE) == "complete"
+            and all(n in c.data.metrics and math.isfinite(c.data.metrics[n]) for n in names)]
+    if not done:
+        raise RecordError(f"sweep '{sweep}' has no complete trial yet")
+    mask = pareto_mask([[c.data.metrics[n] for n in names] for c in done], [m.goal for m in spec.metrics])
+    sign = 1.0 if spec.metric.goal == "minimize" else -1.0
+    members = sorted((c for c, on in zip(done, mask, strict=True) if on),
+                     key=lambda c: (sign * c.data.metrics[names[0]], int(c.data.tags.get(N.TAG_TRIAL, -1))))
+    docs = [{
+        "sweep": sweep,
+        "trial": int(c.data.tags.get(N.TAG_TRIAL, -1)),
+        "run_id": c.info.run_id,
+        "metrics": {n: c.data.metrics[n] for n in names},
+        "seed": int(c.data.tags.get(N.TAG_SEED, 0)),
+        "params": typed_params(spec, c.data.params),
+    } for c in members]
+    return spec, docs

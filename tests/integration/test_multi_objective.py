@@ -19,7 +19,8 @@ from mlflow.tracking import MlflowClient
 
 from harness import names as N
 from harness.pareto import hypervolume, pareto_mask
-from harness.runner import SweepOptions, launch, resume
+from harness.records import best_trials
+from harness.runner import SweepOptions, launch, read_params_file, resume
 from harness.spec import resolve_path
 
 NAMES, GOALS = ["branin", "currin"], ["minimize", "minimize"]
@@ -93,6 +94,15 @@ def test_multi_objective_contract(tmp_path, space, tuner, sampler, trials):
     member = doc["front"][0]
     assert set(member) == {"number", "params", "metrics", "run_id", "seed"}
     assert set(member["params"]) == {"x0", "x1"} and set(NAMES) <= set(member["metrics"])
+    # harness best: the same front, read back from the child runs; harness trial --params takes it
+    _, docs = best_trials(uri, options.name)
+    assert [d["run_id"] for d in docs] == [m["run_id"] for m in doc["front"]]
+    assert all(set(d) >= {"params", "metrics", "run_id", "seed"} for d in docs)
+    path = tmp_path / "front.yaml"
+    path.write_text(yaml.safe_dump(docs))
+    assert read_params_file(str(path)) == docs[0]["params"]
+    path.write_text(yaml.safe_dump(docs[-1]))
+    assert read_params_file(str(path)) == docs[-1]["params"]
 
 
 @pytest.mark.parametrize("tuner", ["optuna", pytest.param("random", marks=pytest.mark.slow)])
