@@ -3,7 +3,7 @@
     python benchmarks/simulated_vs_real.py real gflownet-quick --tuners optuna,random --seeds 5 --trials 20
     python benchmarks/simulated_vs_real.py compare gflownet-quick --tuners optuna,random --seeds 5 --trials 20
 
-``real`` runs every tuner x seed as a real sweep (local engine, one worker, tracking off) and
+``real`` runs every tuner x seed as a real sweep (local engine, ``--workers`` workers, tracking off) and
 writes each sweep's best value after every finished trial to ``.harness/benchmarks/real-<space>.json``
 (resumable: finished sweeps are kept). ``compare`` runs the same tuners x seeds on the simulated
 engine (table + surrogate) and prints both verdicts (harness.ranking.verdict, the table's
@@ -46,7 +46,7 @@ def real(args: argparse.Namespace) -> None:
             base, _, sampler = t.partition(":")
             t0 = time.perf_counter()
             summary = launch(SweepOptions(space=args.space, tuner=base, sampler=sampler or "tpe", trials=args.trials,
-                                          workers=1, seed=s, tracking_uri="none", devices="cpu",
+                                          workers=args.workers, seed=s, tracking_uri="none", devices="cpu",
                                           name=f"real-{t.replace(':', '-')}-{s}-{int(time.time())}",
                                           state_root=Path("/tmp/harness-real-sweeps")))
             results = [r for r in summary.stats.results if not r.interrupted]
@@ -66,7 +66,7 @@ def compare(args: argparse.Namespace) -> None:
     data = json.loads((Path(".harness/benchmarks") / f"real-{Path(args.space).stem}.json").read_text())
     seeds = [s for s in range(args.seeds) if all(f"{t}/{s}/{args.trials}" in data for t in tuners)]
     print(f"seeds with a real sweep of every tuner: {seeds}")
-    sim = run_simulated_benchmark(args.space, tuners=tuners, seeds=seeds, trials=args.trials,
+    sim = run_simulated_benchmark(args.space, tuners=tuners, seeds=seeds, trials=args.trials, workers=args.workers,
                                   charge_tuner_time=False, tracking_uri="none",
                                   out=Path(".harness/benchmarks") / f"honesty-{Path(args.space).stem}")
     sv = sim.verdicts[args.trials]
@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--tuners", default="optuna,random")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--trials", type=int, default=20)
+    # 2 workers: the local engine gives each worker cpus // workers threads, 1 on this 2-core machine
+    # (a 2-thread torch on a loaded machine ran LocoProp trials 50-250x slower than the table's)
+    ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     (real if args.mode == "real" else compare)(args)
 
