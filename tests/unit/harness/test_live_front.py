@@ -1,0 +1,85 @@
+"""The recorder's live front (issue 17) against brute force, and the multi-objective checks of the tuners."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.pareto import LiveFront, hypervolume, pareto_mask
+from harness.spec import load_spec
+from harness.trials import TrialResult, TrialState, objective_values
+from harness.tuners.base import TunerError, TunerOptions
+
+
+def brute_front(points: list[list[float]]) -> set[int]:
+    """Indices not dominated by any other point (both minimized), by the definition."""
+    out = set()
+    for i, p in enumerate(points):
+        if not any(all(q[k] <= p[k] for k in range(2)) and any(q[k] < p[k] for k in range(2))
+                   for j, q in enumerate(points) if j != i):
+            out.add(i)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_live_front_tags_and_hypervolume_match_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    ref = [0.9, 0.9]
+    front = LiveFront(["a", "b"], ["minimize", "minimize"], ref)
+    tags: dict[int, bool] = {}
+    points: list[list[float]] = []
+    numbers: list[int] = []
+    last_hv = 0.0
+    for number in range(60):
+        if number % 7 == 3:  # a failed trial: never on the front, tagged false
+            changes = front.add(number, None)
+            assert changes == {number: False}
+        else:
+            p = [float(v) for v in rng.random(2).round(2)]  # rounding makes ties and duplicates
+            points.append(p)
+            numbers.append(number)
+            changes = front.add(number, p)
+            assert number in changes
+        tags.update(changes)
+        on = {numbers[i] for i in brute_front(points)}
+        assert {n for n, flag in tags.items() if flag} == on  # applying only the changes keeps tags exact
+        assert front.hypervolume >= last_hv
+        last_hv = front.hypervolume
+        assert front.hypervolume == pytest.approx(hypervolume(points, ["minimize", "minimize"], ref), abs=1e-12)
+    assert set(front.front_numbers) == {numbers[i] for i in np.flatnonzero(pareto_mask(points, ["minimize"] * 2))}
+
+
+def test_objective_values_read_measured_costs():
+    r = TrialResult(3, {}, TrialState.COMPLETE, value=1.5, metrics={"loss": 1.5}, steps=40, seconds=2.5)
+    assert objective_values(r, ["loss", "seconds", "steps"]) == [1.5, 2.5, 40.0]
+    assert objective_values(r, ["loss", "other"]) is None
+
+
+def test_optuna_refuses_a_pruner_or_cmaes_with_several_objectives():
+    from harness.tuners.optuna import OptunaTuner
+
+    spec = load_spec("branin-currin")
+    OptunaTuner.check(spec, TunerOptions(sampler="nsga2"))
+    with pytest.raises(TunerError, match="cannot prune a study with several objectives"):
+        OptunaTuner.check(spec, TunerOptions(pruner="median"))
+    with pytest.raises(TunerError, match="takes one objective"):
+        OptunaTuner.check(spec, TunerOptions(sampler="cmaes"))
+    OptunaTuner.check(load_spec("branin"), TunerOptions(pruner="median", sampler="cmaes"))  # one objective: as before
+
+
+def test_ax_objective_string_and_thresholds_from_the_reference_point():
+    from ax.api import Client
+
+    from harness.tuners.ax import optimization, translate
+
+    spec = load_spec("branin-currin")
+    assert optimization(spec) == {"objective": "-branin, -currin",
+                                  "outcome_constraints": ["branin <= 18", "currin <= 6"]}
+    client = Client()
+    client.configure_experiment(parameters=translate(spec).configs)
+    client.configure_optimization(**optimization(spec))
+    config = client._experiment.optimization_config
+    assert config.is_moo_problem
+    assert sorted(str(t) for t in config.objective_thresholds) == [
+        "OutcomeConstraint(branin <= 18)", "OutcomeConstraint(currin <= 6)"]
+    assert optimization(load_spec("branin")) == {"objective": "-value"}
