@@ -24,6 +24,7 @@ TAG_SWEEP = "harness.sweep"
 TAG_SPEC_HASH = "harness.spec_hash"
 TAG_METRIC = "harness.metric"
 TAG_GOAL = "harness.goal"
+TAG_OBJECTIVES = "harness.objectives"  # a multi-objective sweep: JSON [{name, goal, reference}]
 TAG_BUDGET = "harness.budget"
 TAG_BUDGET_STEPS = "harness.budget_steps"
 TAG_BENCHMARK = "harness.benchmark"

@@ -405,7 +405,7 @@ def _launch(options: SweepOptions, p: Prepared, on_update: Callable[[SweepStats]
         engine=options.engine, seed=options.seed, spec_yaml=spec.to_yaml(), spec_hash=spec.hash(),
         metric=spec.metric.name, goal=spec.metric.goal, params=dict(spec.fixed),
         tags={**provenance(options.command), names.TAG_BUDGET: str(p.trials),
-              **({names.TAG_SHARED: "true"} if shared else {}), **options.tags},
+              **({names.TAG_SHARED: "true"} if shared else {}), **_objectives_tag(spec), **options.tags},
     )
     # fails here, before any worker starts, when the store does not answer
     parent = tracker.start_sweep(info, parent_run_id=state.get("parent_run_id"),
@@ -466,6 +466,14 @@ def _launch(options: SweepOptions, p: Prepared, on_update: Callable[[SweepStats]
     if status == "KILLED":
         raise SweepInterrupted(summary)
     return summary
+
+
+def _objectives_tag(spec: SweepSpec) -> dict[str, str]:
+    """A multi-objective sweep names its objectives on the parent run (compare reads them)."""
+    if not spec.multi:
+        return {}
+    return {names.TAG_OBJECTIVES: json.dumps([{"name": m.name, "goal": m.goal, "reference": m.reference}
+                                              for m in spec.metrics])}
 
 
 def _install_sigint(recorder: Recorder) -> Any:

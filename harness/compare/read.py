@@ -27,6 +27,7 @@ class TrialPoint:
     seconds: float
     elapsed: float  # elapsed_s: seconds since the sweep loop started, when the trial finished
     interrupted: bool = False  # stopped by Ctrl-C or a crash: costs steps, not a finished trial
+    objectives: list[float] | None = None  # a multi-objective sweep: the complete trial's values
 
 
 @dataclass
@@ -52,6 +53,7 @@ class SweepRecord:
     budget: int | None
     status: str
     trials: list[TrialPoint] = field(default_factory=list)
+    objectives: list[dict[str, Any]] | None = None  # a multi-objective sweep: [{name, goal, reference}]
 
     def count(self, state: str) -> int:
         return sum(1 for t in self.trials if t.state == state and not t.interrupted)
@@ -158,31 +160,79 @@ def load_sweeps(uri: str, *, experiment: str | None = None, benchmark: str | Non
     if len(metrics) > 1:
         raise RecordError("the sweeps optimize different metrics (" + ", ".join(f"{m} {g}" for m, g in sorted(metrics, key=str))
                           + "): compare one benchmark or one experiment at a time")
+    objectives = _objectives(parents)
     children = trial_runs_by_parent(uri, exp_ids[0])
     records = []
     for p in sorted(parents, key=lambda r: r.info.start_time):
         t = p.data.tags
         metric, goal = t.get(N.TAG_METRIC, "value"), t.get(N.TAG_GOAL, "minimize")
-        kids = [_trial_point(c, metric) for c in children.get(p.info.run_id, [])]
+        names = [o["name"] for o in objectives] if objectives else None
+        kids = [_trial_point(c, metric, names) for c in children.get(p.info.run_id, [])]
         records.append(SweepRecord(
             run_id=p.info.run_id, name=t.get(N.TAG_SWEEP, p.info.run_name), tuner=t.get(N.TAG_TUNER, "?"),
             seed=int(t.get(N.TAG_SEED, 0)), experiment_id=p.info.experiment_id, metric=metric, goal=goal,
             benchmark=t.get(N.TAG_BENCHMARK), budget=int(t[N.TAG_BUDGET]) if N.TAG_BUDGET in t else None,
             status=p.info.status.lower(), trials=[k for _, k in sorted(kids, key=lambda x: x[0])],
+            objectives=objectives,
         ))
+    if objectives:
+        by_hypervolume(records, objectives)
     return records
 
 
-def _trial_point(run: Any, metric: str) -> tuple[tuple[float, float, int], TrialPoint]:
+def _objectives(parents: list[Any]) -> list[dict[str, Any]] | None:
+    """The objectives of multi-objective sweeps (None for single-metric ones); all must agree."""
+    import json
+
+    found = {r.data.tags.get(N.TAG_OBJECTIVES) for r in parents}
+    if found == {None}:
+        return None
+    if len(found) > 1:
+        raise RecordError("the sweeps optimize different objectives (single and multi-objective, or other "
+                          "metrics or reference points): compare one benchmark or one experiment at a time")
+    return json.loads(next(iter(found)))
+
+
+def by_hypervolume(records: list[SweepRecord], objectives: list[dict[str, Any]]) -> None:
+    """Multi-objective sweeps are compared by the hypervolume of their front after each trial: one
+    reference point for every sweep (the spec's, else the default over the union of all sweeps'
+    complete points, so no tuner is judged by a point of its own), computed by the harness's one
+    front code (:mod:`harness.pareto`); a complete trial's value becomes the hypervolume after it,
+    so best-so-far, the paired tests and the verdict read hypervolume, maximized."""
+    import numpy as np
+
+    from harness.pareto import default_reference, hypervolume_curve
+
+    goals = [o["goal"] for o in objectives]
+    reference = [o.get("reference") for o in objectives]
+    if any(r is None for r in reference):
+        points = [t.objectives for s in records for t in s.trials if t.objectives is not None]
+        reference = default_reference(np.asarray(points, dtype=float), goals) if points else None
+    for s in records:
+        s.metric, s.goal = N.METRIC_HYPERVOLUME, "maximize"
+        if reference is None:
+            continue
+        rows = [t.objectives if t.objectives is not None else [float("nan")] * len(goals) for t in s.trials]
+        curve = hypervolume_curve(rows, goals, reference) if rows else []
+        for t, hv in zip(s.trials, curve, strict=True):
+            t.value = hv if t.objectives is not None else None
+
+
+def _trial_point(run: Any, metric: str, names: list[str] | None = None) -> tuple[tuple[float, float, int], TrialPoint]:
     t, m = run.data.tags, run.data.metrics
     state = t.get(N.TAG_STATE, N.STATE_RUNNING)
     value = m.get(metric) if state == "complete" else None
     if value is not None and not math.isfinite(value):
         value = None
+    objectives = None
+    if names is not None and state == "complete" and t.get(N.TAG_REASON) != N.REASON_INTERRUPTED:
+        values = [m.get(n) for n in names]
+        if all(v is not None and math.isfinite(v) for v in values):
+            objectives = [float(v) for v in values]  # type: ignore[arg-type]
     point = TrialPoint(
         number=int(t.get(N.TAG_TRIAL, -1)), state=state, value=value, steps=int(m.get(N.METRIC_STEPS, 0)),
         seconds=float(m.get(N.METRIC_SECONDS, 0.0)), elapsed=float(m.get(N.METRIC_ELAPSED, 0.0)),
-        interrupted=t.get(N.TAG_REASON) == N.REASON_INTERRUPTED,
+        interrupted=t.get(N.TAG_REASON) == N.REASON_INTERRUPTED, objectives=objectives,
     )
     end = run.info.end_time if run.info.end_time is not None else math.inf
     return (end, point.elapsed, point.number), point

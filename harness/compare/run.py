@@ -55,6 +55,7 @@ def run_compare(uri: str | None, *, experiment: str | None = None, benchmark: st
         comp.plots = write_plots(comp, out)
         comp.plots.setdefault("files", [])
         comp.plots["files"] += write_verdict_plots(comp, out)
+        comp.plots["files"] += write_front_overlay(records, out, what=comp.benchmark or comp.experiment)
         for fmt in ("csv", "markdown"):
             (out / f"compare.{'md' if fmt == 'markdown' else fmt}").write_text(render_text(comp, fmt))
         if log_run:
@@ -85,6 +86,34 @@ def write_verdict_plots(comp: Comparison, out: Path) -> list[str]:
         paths += regret_rank_curves(b.best, rep.optimum, rep.worst, comp.goal, out / f"regret_rank_{axis}",  # type: ignore[arg-type]
                                     x=b.x, xlabel=labels[axis],
                                     title=f"{what}: {comp.metric}, {len(rep.seeds)} seeds")
+    return [p.name for p in paths]
+
+
+def write_front_overlay(records: list[Any], out: Path, what: str) -> list[str]:
+    """Multi-objective sweeps: every tuner's front in one plot (its complete points pooled over its
+    seeds, so each staircase is the best that tuner attained), PNG and HTML."""
+    objectives = records[0].objectives if records else None
+    if not objectives:
+        return []
+    import numpy as np
+
+    from harness.pareto_plots import write_fronts
+
+    names = [o["name"] for o in objectives]
+    fronts: dict[str, Any] = {}
+    seeds: dict[str, set[int]] = {}
+    for s in records:
+        pts = [t.objectives for t in s.trials if t.objectives is not None]
+        if pts:
+            fronts.setdefault(s.tuner, []).extend(pts)
+            seeds.setdefault(s.tuner, set()).add(s.seed)
+    if not fronts:
+        return []
+    groups = {f"{t} ({len(seeds[t])} seeds)": np.asarray(p, dtype=float) for t, p in fronts.items()}
+    reference = [o.get("reference") for o in objectives]
+    paths = write_fronts(groups, names, [o["goal"] for o in objectives], out,
+                         title=f"{what}: each tuner's front, pooled over its seeds",
+                         reference=None if any(r is None for r in reference) else reference, stem="fronts")
     return [p.name for p in paths]
 
 

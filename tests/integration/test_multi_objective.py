@@ -115,3 +115,29 @@ def test_resume_keeps_the_front(tmp_path, space, tuner):
     second = resume(f"mo-resume-{tuner}", state_root=tmp_path / "sweeps", trials=12)
     assert second.parent_run_id == first.parent_run_id
     check_front(uri, first.parent_run_id, 12)
+
+
+def test_compare_ranks_tuners_by_hypervolume_and_overlays_their_fronts(space, tmp_path):
+    """harness compare on multi-objective sweeps reads hypervolume (maximized) with one reference
+    point for every sweep: each sweep's final best equals the hypervolume of its front recomputed
+    from its child runs; the paired tests and the verdict run on it; the fronts share one plot."""
+    from harness.compare import run_compare
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for tuner in ("random", "optuna"):
+        for seed in (0, 1):
+            launch(SweepOptions(space=str(space), tuner=tuner, trials=6, workers=1, devices="cpu", seed=seed,
+                                tracking_uri=uri, name=f"{tuner}-{seed}", state_root=tmp_path / "state",
+                                tags={N.TAG_BENCHMARK: "mo"}))
+    comp = run_compare(uri, benchmark="mo", out=tmp_path / "out")
+    assert comp.metric == N.METRIC_HYPERVOLUME and comp.goal == "maximize"
+    for s in comp.sweeps:
+        _, _, children = sweep_runs(uri, s.run_id)
+        pts = np.array([[c.data.metrics[m] for m in NAMES] for c in children
+                        if c.data.tags[N.TAG_STATE] == "complete"])
+        assert s.final_best == pytest.approx(hypervolume(pts, GOALS, REFERENCE), rel=1e-9)
+        values = [e.best for e in s.history() if e.best is not None]
+        assert values == sorted(values), "hypervolume never falls"
+    assert {r.tuner for r in comp.rows} == {"random", "optuna"}
+    assert (tmp_path / "out" / "fronts.png").stat().st_size > 0
+    assert (tmp_path / "out" / "fronts.html").exists()
