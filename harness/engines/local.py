@@ -213,13 +213,17 @@ class LocalEngine:
                     f"local engine: workers not ready after {self.start_timeout:.0f} s"
                 )
 
+    def _busy(self, w: Any) -> bool:
+        """Whether worker ``w`` runs anything (shutdown kills a busy worker, asks an idle one)."""
+        return w.task is not None
+
     def shutdown(self) -> None:
         for w in self._workers:
             if w.proc.is_alive():
-                if w.task is None:
-                    w.tasks.put(None)
-                else:
+                if self._busy(w):
                     w.proc.kill()
+                else:
+                    w.tasks.put(None)
         deadline = time.monotonic() + 5
         for w in self._workers:
             w.proc.join(timeout=max(0.0, deadline - time.monotonic()))

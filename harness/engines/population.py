@@ -315,23 +315,8 @@ class PopulationEngine(LocalEngine):
                     self._forget(w.wid, number)
         return out
 
-    def shutdown(self) -> None:
-        for w in self._workers:
-            if w.proc.is_alive():
-                if self._members.get(w.wid):
-                    w.proc.kill()
-                else:
-                    w.tasks.put(None)
-        deadline = time.monotonic() + 5
-        for w in self._workers:
-            w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
-            if w.proc.is_alive():
-                w.proc.kill()
-                w.proc.join(timeout=5)
-        for w in self._workers:
-            if w.reader is not None:
-                w.reader.close()
-        self._workers = []
+    def _busy(self, w: Any) -> bool:
+        return bool(self._members.get(w.wid))
 
 
 __all__ = ["PopulationEngine", "run_populations"]
