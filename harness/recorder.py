@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import names as N
 from harness.files import append_line
-from harness.pareto import LiveFront
+from harness.front import SweepFront
 from harness.spec import Metric, SweepSpec
 from harness.tracking import Tracker
 from harness.trials import (
@@ -35,7 +34,6 @@ from harness.trials import (
     TrialState,
     TrialTask,
     finish,
-    objective_values,
 )
 
 
@@ -125,10 +123,11 @@ class Recorder:
         self._last_update = 0.0
         for r in restored.finished if restored else []:
             self.stats.add(r, spec.metric)
-        self.front: LiveFront | None = None  # a multi-objective sweep's front (issue 17)
-        self._front_written = 0.0
+        self.front: SweepFront | None = None  # a multi-objective sweep's front (harness/front.py)
         if spec.multi:
-            self._start_front(restored)
+            self.front = SweepFront(spec, tracker, clock=clock, folder=state_dir,
+                                    note=lambda m: self._log({"event": "note", "message": m}),
+                                    restored=restored.finished if restored else [])
 
     # -- stop rules --------------------------------------------------------------------------
     def request_stop(self, reason: str = INTERRUPTED) -> None:
@@ -215,7 +214,7 @@ class Recorder:
             artifact_dir=artifact_dir if artifact_dir is not None else self.artifact_dir(result.number),
         )
         if self.front is not None:
-            self._front_add(result, view)
+            self.front.add(result, view, self.stats.results)
         self.update(force=True)
 
     def update(self, force: bool = False) -> None:
@@ -233,116 +232,10 @@ class Recorder:
             path.mkdir(parents=True, exist_ok=True)
         return str(path) if create or path.is_dir() else None
 
-    # -- the Pareto front of a multi-objective sweep (issue 17) ----------------------------------
-    FRONT_EVERY_S = 10.0  # pareto.json is rewritten at most this often while the front changes
-
-    def _start_front(self, restored: Restored | None) -> None:
-        ref = [m.reference for m in self.spec.metrics]
-        self.front = LiveFront([m.name for m in self.spec.metrics], [m.goal for m in self.spec.metrics],
-                               None if any(r is None for r in ref) else ref)  # type: ignore[arg-type]
-        flags: dict[int, bool] = {}
-        for r in restored.finished if restored else []:  # a resumed sweep: the front so far, tags current
-            flags.update(self.front.add(r.number, self._values(r)))
-        if flags:
-            self.tracker.pareto_update(flags, [])
-
-    def _values(self, result: TrialResult) -> list[float] | None:
-        if result.state is not TrialState.COMPLETE:
-            return None
-        return objective_values(result, [m.name for m in self.spec.metrics])
-
-    def _front_add(self, result: TrialResult, view: Progress) -> None:
-        """Tag the trial (and any run it pushed off the front), step the hypervolume metrics."""
-        assert self.front is not None
-        if result.interrupted:
-            return
-        flags = self.front.add(result.number, self._values(result))
-        metrics: list[tuple[str, float, int]] = []
-        if self.front.reference is not None:
-            hv = self.front.hypervolume
-            metrics = [(N.METRIC_HYPERVOLUME, hv, view.finished), (N.METRIC_HYPERVOLUME_BY_STEPS, hv, view.cum_steps)]
-        self.tracker.pareto_update(flags, metrics)
-        if any(flags.values()) and self.clock() - self._front_written > self.FRONT_EVERY_S:
-            self._write_front()
-
-    def front_json(self) -> dict[str, Any] | None:
-        """The sweep's front as ``pareto.json`` holds it (run ids filled in by the tracker)."""
-        if self.front is None:
-            return None
-        from harness.pareto import front_records
-
-        spec = self.spec
-        complete = [r for r in self.stats.results if r.state is TrialState.COMPLETE and not r.interrupted]
-        names = [m.name for m in spec.metrics]
-        trials = []
-        for r in complete:
-            values = objective_values(r, names)
-            metrics = {**r.metrics, "seconds": r.seconds, "steps": float(r.steps),
-                       **(dict(zip(names, values, strict=True)) if values else {})}
-            trials.append({"number": r.number, "params": r.params, "metrics": metrics, "run_id": None,
-                           "seed": r.seed})
-        return front_records(trials, names, [m.goal for m in spec.metrics], self.front.reference).to_json()
-
-    def _write_front(self, plots: bool = False) -> None:
-        self._front_written = self.clock()
-        front = self.front_json()
-        if front is None:
-            return
-        files: list[Any] = []
-        if plots and self.log_path is not None and front["trials"]:
-            try:
-                files = self._plot_front()
-            except Exception as exc:  # a figure must never cost the sweep's record
-                self._log({"event": "note", "message": f"front plot failed: {exc}"[:300]})
-        self.tracker.log_front(front, files)
-
-    def _plot_front(self) -> list[Any]:
-        import numpy as np
-
-        from harness.pareto_plots import write_fronts
-
-        names = [m.name for m in self.spec.metrics]
-        complete = [r for r in self.stats.results if r.state is TrialState.COMPLETE and not r.interrupted]
-        pts = np.array([objective_values(r, names) or [float("nan")] * len(names) for r in complete],
-                       dtype=float).reshape(-1, len(names))
-        labels = [f"trial {r.number}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                    for k, v in r.params.items()) for r in complete]
-        assert self.log_path is not None
-        return write_fronts({"trials": pts}, names, [m.goal for m in self.spec.metrics],
-                            self.log_path.parent / "pareto", title=f"Pareto front: {len(complete)} complete trials",
-                            reference=self.front.reference if self.front else None, labels={"trials": labels})
-
     def close(self) -> None:
-        """The end of the sweep: ``pareto.json`` and the front's figures as parent artifacts; without
-        a reference point in the spec, the hypervolume curves under the default reference (the
-        final front's nadir pushed back 10%), logged once now that it is fixed."""
-        if self.front is None:
-            return
-        try:
-            self._close_front()
-        except Exception as exc:  # the trials are recorded already: a front that fails is noted, not fatal
-            self._log({"event": "note", "message": f"front not written: {exc}"[:300]})
-
-    def _close_front(self) -> None:
-        assert self.front is not None
-        if self.front.reference is None and self.front.numbers:
-            from harness.pareto import default_reference, hypervolume_curve
-
-            goals = [m.goal for m in self.spec.metrics]
-            ref = default_reference(self.front.points, goals)
-            names = [m.name for m in self.spec.metrics]
-            rows, finished, steps, metrics = [], 0, 0, []
-            for r in self.stats.results:
-                if r.interrupted:
-                    continue
-                finished += 1
-                steps += r.steps
-                rows.append((self._values(r) or [float("nan")] * len(names), finished, steps))
-            curve = hypervolume_curve([v for v, _, _ in rows], goals, ref)
-            for hv, (_, k, cum) in zip(curve, rows, strict=True):
-                metrics += [(N.METRIC_HYPERVOLUME, hv, k), (N.METRIC_HYPERVOLUME_BY_STEPS, hv, cum)]
-            self.tracker.pareto_update({}, metrics)
-        self._write_front(plots=True)
+        """The end of the sweep: a multi-objective sweep's ``pareto.json`` and figures."""
+        if self.front is not None:
+            self.front.close(self.stats.results)
 
     # -- internals -----------------------------------------------------------------------------
     def _progress(self) -> Progress:
