@@ -136,6 +136,7 @@ def test_entry_points_are_discovered_only_where_the_package_is(site: Path, tmp_p
     assert proc.returncode != 0 and "noisy_quadratic" in proc.stderr
 
 
+@pytest.mark.slow  # ~12 s; the in-process contract test runs by default
 # -- the CLI -----------------------------------------------------------------------------------
 def test_cli_sweep_completes_its_budget_in_the_space_reproducibly(site: Path, plugin: Any,
                                                                   tmp_path: Path) -> None:

@@ -111,6 +111,7 @@ def test_four_processes_one_study_one_server(tmp_path, write_space, pg_pair):
         server.stop()
 
 
+@pytest.mark.slow  # ~35 s; tests/unit/harness/test_tuners.py covers the heartbeat retry in the default run
 def test_a_dead_process_trial_is_failed_retried_and_settled(tmp_path, write_space, postgres_db):
     """SIGKILL a process of a shared study while its trial runs: another, by the heartbeats (1 s
     here), fails that trial, runs its configuration again and settles its MLflow run."""

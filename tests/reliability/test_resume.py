@@ -112,7 +112,8 @@ def check_consistent(tmp_path: Path, uri: str, tuner: str, name: str, budget: in
     assert parents[0].data.metrics["trials_finished"] >= 1
 
 
-@pytest.mark.parametrize("tuner", ["optuna", "ax", pytest.param("random", marks=pytest.mark.slow),
+@pytest.mark.parametrize("tuner", ["optuna", pytest.param("ax", marks=pytest.mark.slow),  # ~90 s
+                                   pytest.param("random", marks=pytest.mark.slow),
                                    pytest.param("ray", marks=pytest.mark.slow)])
 def test_sigkill_the_driver_five_times(tmp_path, write_space, tuner):
     space = write_space(SPACE)

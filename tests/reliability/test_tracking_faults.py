@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import MlflowServer, free_port, harness_env
@@ -32,6 +33,7 @@ def test_store_down_at_start_stops_before_any_trial(tmp_path, write_space):
     assert not (tmp_path / ".harness").exists(), "no trial ran, no state was written"
 
 
+@pytest.mark.slow  # ~35 s; keeps the default run under 10 minutes
 def test_store_away_mid_sweep(tmp_path, write_space):
     space = write_space(SPACE)
     server = MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts").start()
