@@ -52,7 +52,9 @@ from harness.trials import (
     Suggestion,
     TrialResult,
     TrialState,
+    interrupted_result,
     objective_values,
+    resume_rule,
 )
 from harness.tuners.base import Tuner, TunerError, TunerOptions, sample_uniform
 
@@ -422,8 +424,7 @@ class AxTuner(Tuner):
         (``interrupted``) and their parameters queued to run once more."""
         if self._thread is not None:
             raise TunerError("restore() after the sweep started")
-        out = Restored()
-        requeue: list[tuple[int, dict[str, Any]]] = []
+        results: list[TrialResult] = []
         asked, told = self._read_log()
         for r in told:  # told, but maybe not saved before the driver died
             self._finish(r)
@@ -440,21 +441,21 @@ class AxTuner(Tuner):
             if status in ("RUNNING", "CANDIDATE", "STAGED") or trial.status_reason == INTERRUPTED:
                 if status != "FAILED":
                     self.client.mark_trial_failed(idx, failed_reason=INTERRUPTED)
-                out.interrupted.append(TrialResult(idx, params, TrialState.FAILED, reason=INTERRUPTED))
-                if idx not in done:
-                    requeue.append((idx, params))
+                results.append(interrupted_result(idx, params))
                 continue
             state = {"COMPLETED": TrialState.COMPLETE, "EARLY_STOPPED": TrialState.PRUNED,
                      "ABANDONED": TrialState.PRUNED}.get(status, TrialState.FAILED)
             value, steps = self._last_value(idx)
             reason = trial.status_reason if state is TrialState.FAILED else None
             metrics = self._final_metrics(idx) if self.spec.multi and state is TrialState.COMPLETE else {}
-            out.finished.append(TrialResult(idx, params, state, value=value, steps=steps, reason=reason,
-                                            metrics=metrics, seconds=float(metrics.get("seconds", 0.0))))
+            results.append(TrialResult(idx, params, state, value=value, steps=steps, reason=reason,
+                                       metrics=metrics, seconds=float(metrics.get("seconds", 0.0))))
+        requeue: list[TrialResult] = []
+        out = resume_rule(results, done, requeue.append)
         self._generated = len(out.finished)
         self._completed_curves = sum(1 for r in out.finished if r.state is TrialState.COMPLETE)
-        for idx, params in requeue:
-            self.enqueue(params, requeue_of=idx)
+        for r in requeue:  # after the counts: an enqueue may start generating
+            self.enqueue(r.params, requeue_of=r.number)
         self._save()
         return out
 

@@ -34,6 +34,7 @@ from harness.trials import (
     TrialResult,
     TrialState,
     objective_values,
+    resume_rule,
 )
 from harness.tuners.base import Tuner, TunerError, TunerOptions
 
@@ -357,7 +358,7 @@ class OptunaTuner(Tuner):
         """
         trials = self.study.get_trials(deepcopy=False)
         requeued = {t.user_attrs.get("harness_requeue_of") for t in trials}
-        out = Restored()
+        results: list[TrialResult] = []
         for t in trials:
             if self.shared and t.user_attrs.get(OWNER_ATTR) != self.owner:
                 continue
@@ -376,13 +377,9 @@ class OptunaTuner(Tuner):
             result = TrialResult(t.number, dict(t.params), state, value=value, steps=steps, metrics=metrics,
                                  seconds=float(metrics.get("seconds", 0.0)),
                                  reason=INTERRUPTED if interrupted else None)
-            if interrupted:
-                out.interrupted.append(result)
-                if t.number not in requeued:
-                    self.study.enqueue_trial(dict(t.params), user_attrs={"harness_requeue_of": t.number})
-            else:
-                out.finished.append(result)
-        return out
+            results.append(result)
+        return resume_rule(results, requeued, lambda r: self.study.enqueue_trial(
+            dict(r.params), user_attrs={"harness_requeue_of": r.number}))
 
     def close(self) -> None:
         self._closing.set()
