@@ -312,9 +312,8 @@ def benchmark(
         raise UsageError(f"--format {format}: use one of {', '.join(FORMATS)}")
     plan = plan_benchmark(space, tuners=tuners, seeds=seeds, trials=trials, budget_steps=budget_steps,
                           workers=workers, devices=devices, tracking_uri=tracking_uri, experiment=experiment,
-                          bid=id, pruner=pruner, command=shlex.join(["harness", *sys.argv[1:]]))
-    for o in plan.sweeps:  # every sweep of the plan runs with the same --population
-        o.population = population  # type: ignore[attr-defined]
+                          bid=id, pruner=pruner, command=shlex.join(["harness", *sys.argv[1:]]),
+                          population=population)
     log = console if format == "table" else err
     budget = f"{plan.trials} trials" + (f", {plan.budget_steps} training steps" if plan.budget_steps else "")
     log.print(f"benchmark [bold]{plan.id}[/]: {', '.join(plan.tuners)} x seeds {', '.join(map(str, plan.seeds))} "

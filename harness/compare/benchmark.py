@@ -50,7 +50,8 @@ def parse_seeds(text: str) -> list[int]:
 def plan_benchmark(space: str, *, tuners: str, seeds: str, trials: int | None = None,
                    budget_steps: int | None = None, workers: int | None = None, devices: str = "auto",
                    tracking_uri: str | None = None, experiment: str | None = None,
-                   bid: str | None = None, pruner: str = "none", command: str | None = None) -> BenchmarkPlan:
+                   bid: str | None = None, pruner: str = "none", command: str | None = None,
+                   population: int | None = None) -> BenchmarkPlan:
     """Validate everything before the first sweep starts: tuners installed, seeds, budget, space."""
     from harness.runner import SweepOptions, UsageError, prepare
     from harness.tuners.base import TunerError, registered_tuners
@@ -84,6 +85,7 @@ def plan_benchmark(space: str, *, tuners: str, seeds: str, trials: int | None = 
                 tracking_uri=tracking_uri, experiment=experiment, tags=tags,
                 name=f"{stem}-{tuner}-s{seed}-{bid}", command=command,
                 pruner=pruner if tuner == "optuna" else "none",
+                population=None if tuner == "ray" else population,  # Ray Tune: one trial per actor
             ))
     p = prepare(sweeps[0])  # the space, the objective, the devices and the store, checked once
     if p.uri is None:
