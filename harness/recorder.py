@@ -12,14 +12,14 @@ sweep stops the same way whichever driver runs it.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from harness.files import append_line
 from harness.front import SweepFront
 from harness.spec import Metric, SweepSpec
 from harness.tracking import Tracker
@@ -121,6 +121,7 @@ class Recorder:
         self._last_value: dict[int, float] = {}
         self._interrupting: set[int] = set()
         self._last_update = 0.0
+        self._log_file: IO[str] | None = None
         for r in restored.finished if restored else []:
             self.stats.add(r, spec.metric)
         self.front: SweepFront | None = None  # a multi-objective sweep's front (harness/front.py)
@@ -233,9 +234,13 @@ class Recorder:
         return str(path) if create or path.is_dir() else None
 
     def close(self) -> None:
-        """The end of the sweep: a multi-objective sweep's ``pareto.json`` and figures."""
+        """The end of the sweep: a multi-objective sweep's ``pareto.json`` and figures; the
+        event log closed."""
         if self.front is not None:
             self.front.close(self.stats.results)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     # -- internals -----------------------------------------------------------------------------
     def _progress(self) -> Progress:
@@ -252,8 +257,16 @@ class Recorder:
         return Progress(s.finished, s.best.value if s.best else None, s.cum_steps)
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.log_path is not None:
-            append_line(self.log_path, record)
+        """One line, written and flushed to the kernel before the tracker hears of the event (a
+        killed driver loses nothing; the file stays open: reopening it per event cost the 0.2 s
+        dispatch benchmark ~1% of utilization)."""
+        if self.log_path is None:
+            return
+        if self._log_file is None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115  (closed by close())
+        self._log_file.write(json.dumps(record) + "\n")
+        self._log_file.flush()
 
 
 def read_events(state_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
