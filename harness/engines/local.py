@@ -270,14 +270,17 @@ class LocalEngine:
             if w is not None and w.proc.is_alive():
                 w.ready = True
             return
-        event = msg[2]
+        if w is not None and self._accept(w, msg[2]):
+            events.append(msg[2])
+
+    def _accept(self, w: Any, event: Event) -> bool:
+        """Whether ``event`` belongs to what worker ``w`` runs now (a late result of a trial
+        already recorded, killed on timeout, does not); a Done frees the worker."""
+        if w.task is None or w.task.number != event.number:
+            return False
         if isinstance(event, Done):
-            if w is None or w.task is None or w.task.number != event.number:
-                return  # a late result from a trial already recorded (killed on timeout)
             w.task = None
-        elif w is None or w.task is None or w.task.number != event.number:
-            return
-        events.append(event)
+        return True
 
     def _reap(self) -> list[Event]:
         """Dead workers and timed-out trials become failed trials; their workers are replaced."""

@@ -264,18 +264,12 @@ class PopulationEngine(LocalEngine):
                 del pops[pid]
 
     # -- events -----------------------------------------------------------------------------
-    def _take(self, msg: tuple, events: list[Event]) -> None:
-        w = self._workers[msg[1]] if msg[1] < len(self._workers) else None
-        if msg[0] == "ready":
-            if w is not None and w.proc.is_alive():
-                w.ready = True
-            return
-        event = msg[2]
-        if w is None or event.number not in self._members[w.wid]:
-            return  # a late event of a member already recorded (timed out)
+    def _accept(self, w: Any, event: Event) -> bool:
+        if event.number not in self._members[w.wid]:
+            return False  # a late event of a member already recorded (timed out)
         if isinstance(event, Done):
             self._forget(w.wid, event.number)
-        events.append(event)
+        return True
 
     def _reap(self) -> list[Event]:
         out: list[Event] = []
