@@ -9,4 +9,9 @@ if ! "$PY" -c "import pydantic" 2>/dev/null && [ -d .wheels ]; then
   "$PY" -m pip install -q --no-index --find-links .wheels pydantic
 fi
 export MLFLOW_DISABLE_TELEMETRY=true PYTHONUNBUFFERED=1
-exec "$PY" benchmarks/gpu_check.py "$@"
+"$PY" benchmarks/gpu_check.py "$@"
+# populations on the GPU (issue 15): the same 64 random configurations per quick space, one trial
+# per process vs K = 8 and 32 members per process, one worker on GPU 0 (skipped without CUDA)
+if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  "$PY" benchmarks/population.py --devices 0 --workers 1 --ks 1,8,32 --trials 64
+fi
