@@ -79,10 +79,12 @@ def check_front(uri: str, parent_id: str, n: int) -> dict:
     return doc
 
 
-CASES = [("optuna", "tpe", 14), ("optuna", "nsga2", 14), ("random", "tpe", 14), ("ax", "tpe", 7)]
+CASES = [("optuna", "tpe", 14), pytest.param("optuna", "nsga2", 14, marks=pytest.mark.slow),
+         ("random", "tpe", 14), pytest.param("ax", "tpe", 7, marks=pytest.mark.slow)]  # slow: ~15 s together
 
 
-@pytest.mark.parametrize(("tuner", "sampler", "trials"), CASES, ids=[f"{t}-{s}" for t, s, _ in CASES])
+@pytest.mark.parametrize(("tuner", "sampler", "trials"), CASES,
+                         ids=["optuna-tpe", "optuna-nsga2", "random-tpe", "ax-tpe"])
 def test_multi_objective_contract(tmp_path, space, tuner, sampler, trials):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     options = SweepOptions(space=str(space), tuner=tuner, sampler=sampler, trials=trials, workers=2,

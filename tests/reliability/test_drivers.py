@@ -45,8 +45,10 @@ def events(folder: Path) -> list[dict]:
 
 
 # -- Ctrl-C on Ray Tune's loop ---------------------------------------------------------------------
+@pytest.mark.slow  # ~55 s (Ray starts twice): make test-slow, beside the Ray Tune SIGKILL test
 def test_ctrl_c_on_ray_tune_exits_130_leaves_nothing_running_and_resumes(tmp_path, write_space):
-    space = write_space(SPACE)
+    # trials of ~4 s, so the ones running when Ctrl-C comes cannot finish before Tune's loop stops
+    space = write_space(SPACE.replace("pause: 0.25", "pause: 0.7"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     folder = tmp_path / ".harness" / "sweeps" / "rayc"
     proc = start(tmp_path, "sweep", str(space), "--tuner", "ray", "--workers", "2", "--devices", "cpu",
