@@ -211,6 +211,7 @@ def test_tuner_contract(plugin: Any, sweeps: Any, contract_space: Path) -> None:
     contract.test_contract("qmc", "local", sweeps, contract_space)
 
 
+@pytest.mark.slow  # ~6 s; keeps the default run under 10 minutes
 def test_mlflow_layout_is_the_random_tuners(plugin: Any, sweeps: Any) -> None:
     got, ref = (contract.layout(*reversed(sweeps(t, "local"))) for t in ("qmc", "random"))
     assert got["parent_tags"] == ref["parent_tags"]

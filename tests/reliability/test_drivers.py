@@ -166,6 +166,7 @@ def test_repair_moves_a_torn_tail_aside_and_refuses_a_damaged_middle(tmp_path):
     assert path.read_text() == '{"a": 1}\n{"b"\n{"c": 3}\n', "nothing is changed when refused"
 
 
+@pytest.mark.slow  # ~16 s; the repair itself is tested above in the default run
 def test_a_torn_optuna_journal_is_repaired_on_resume(tmp_path, write_space):
     space = write_space(SPACE.replace("pause: 0.25", "pause: 0.01").replace("trials: 6", "trials: 3"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
