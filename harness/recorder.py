@@ -166,10 +166,7 @@ class Recorder:
                    "seed": task.seed, **({"key": key} if key is not None else {})})
         if self.stats.first_dispatch is None:
             self.stats.first_dispatch = self.clock()
-        if tags:
-            self.tracker.trial_started(task.number, task.params, task.seed, device, tags=tags)
-        else:
-            self.tracker.trial_started(task.number, task.params, task.seed, device)
+        self.tracker.trial_started(task.number, task.params, task.seed, device, tags=tags)
         self.stats.running += 1
         self.update()
 
