@@ -82,10 +82,21 @@ class PopulationForm:
     # bytes one member needs on the device (optional): the harness splits or refuses a
     # population that would not fit before any trial starts
     member_bytes: Callable[[Mapping[str, Any]], int] | None = None
+    # keys that differ freely between members (learning rates, loss types chosen per member, ...)
+    per_member: tuple[str, ...] = ()
+    # keys that change sizes only (widths, batch sizes, depths by masked bypass): members are
+    # padded to the population's largest, exactly (zero rows, masked gradients, masked samples)
+    padded: tuple[str, ...] = ()
+    # the bucket of a padded configuration (optional): members share a population only when
+    # their buckets are equal too, which bounds the padding's waste (e.g. widths within 2x)
+    bucket: Callable[[Mapping[str, Any]], tuple[Any, ...]] | None = None
 
     def signature(self, config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         """The structural signature: members with equal signatures may share a population."""
-        return tuple((k, repr(config.get(k))) for k in sorted(self.structural))
+        sig = tuple((k, repr(config.get(k))) for k in sorted(self.structural))
+        if self.bucket is not None:
+            sig += (("bucket", repr(tuple(self.bucket(config)))),)
+        return sig
 
 
 def population_form(fn: Any) -> PopulationForm | None:
