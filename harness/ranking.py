@@ -18,8 +18,19 @@ checked by hand. What each function follows:
   ranks within blocks, its Iman-Davenport F form, and the Nemenyi critical difference
   ``q_alpha * sqrt(k (k + 1) / (6 n))`` with ``q_alpha`` the studentized range statistic over
   sqrt(2) (Demsar's table 5: 2.569 for k = 4 at alpha = 0.05).
+- :func:`normalization`: the one (optimum, worst) pair every verdict uses, real or simulated:
+  optimum = the best per-configuration MEAN over seeds (or a known optimum), worst = the median
+  configuration's mean, so neither one lucky seed nor one diverged trial sets the scale.
+- :func:`paired_exact`: two tuners over paired seeds get an exact test, the Wilcoxon signed-rank
+  test's exact null distribution (``scipy.stats.wilcoxon(method="exact")``) when the nonzero
+  differences have no ties, else the exact sign test (``scipy.stats.binomtest``); the chi-square
+  Friedman approximation is far off at small n (5 of 5 wins: 0.025 against the exact 0.0625).
+- :func:`holm_adjust`: Holm's (1979) step-down adjustment of a family of p values.
 - :func:`verdict`: the per-tuner summary the benchmark JSON carries (``normalized_regret``,
-  ``iqm``, ``ci95``, ``mean_rank``), plus the Friedman / Nemenyi reading of the ranks.
+  ``iqm``, ``ci95``, ``mean_rank``), plus the Friedman / Nemenyi reading of the ranks (three or
+  more tuners) or the exact paired test (two). An interval from fewer than :data:`MIN_CI_SEEDS`
+  seeds is the bootstrap's spread of a handful of values, not a 95% interval: the row says so
+  (``ci_level`` None and a ``ci_note``).
 
 ``autorank`` (PyPI) implements the same Friedman / Nemenyi procedure; it is not required here:
 everything below uses scipy only (``scipy.stats.friedmanchisquare``, ``scipy.stats.rankdata``,
@@ -42,6 +53,7 @@ Statistic = Callable[..., Any]  # f(x) -> float; ideally also f(x, axis=1) -> on
 
 GOALS = ("minimize", "maximize")
 VERDICT_KEYS = ("normalized_regret", "iqm", "ci95", "mean_rank")  # pinned by the benchmark JSON
+MIN_CI_SEEDS = 5  # fewer seeds: the percentile bootstrap cannot give a 95% interval (see verdict)
 
 
 def _check_goal(goal: str) -> None:
@@ -73,6 +85,139 @@ def normalized_regret(best_so_far: Any, optimum: float, worst: float, goal: Goal
     y = np.asarray(best_so_far, dtype=float)
     r = np.clip((y - optimum) / (worst - optimum), 0.0, 1.0)
     return float(r) if r.ndim == 0 else r
+
+
+# -- one normalization for every verdict ---------------------------------------------------------
+@dataclass(frozen=True)
+class Normalization:
+    """The range a verdict's regret is normalized on, and where it comes from."""
+
+    optimum: float
+    worst: float
+    source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"optimum": self.optimum, "worst": self.worst, "source": self.source}
+
+
+def normalization(values: Mapping[Any, Sequence[float]] | Sequence[Sequence[float]], goal: Goal = "minimize",
+                  *, optimum: float | None = None, worst: float | None = None,
+                  worst_quantile: float = 0.5, what: str = "configurations") -> Normalization:
+    """(optimum, worst) of the normalized regret from each configuration's values over seeds.
+
+    ``values`` maps a configuration to its values (one per seed; a real sweep's trial is a
+    configuration with one seed). Non-finite values (a diverged or failed seed) are dropped; a
+    configuration with no finite value is left out. Then, over the configurations' MEANS:
+
+    - optimum: the best mean (a configuration that is good on average, not one lucky seed of
+      one configuration; YAHPO Gym and HPO-B take the table's best value, which on a noisy table
+      is a seed's luck: a tuner can then never reach regret 0). A tuner's single best trial can
+      beat it: its regret clips at 0;
+    - worst: the ``worst_quantile`` quantile toward the bad side (0.5: the median configuration),
+      not the very worst: one diverged configuration (a LocoProp loss of 1e25 beside an optimum
+      of 17) would squash every other regret to 0. Regret 1 = no better than a typical
+      configuration.
+
+    ``optimum`` / ``worst`` given override the computed ones (a known optimum); ``source`` says
+    which came from where. Raises ``ValueError`` with one line when nothing is finite.
+    """
+    _check_goal(goal)
+    if not 0.0 < worst_quantile < 1.0:
+        raise ValueError(f"worst_quantile must be in (0, 1), got {worst_quantile}")
+    groups = values.values() if isinstance(values, Mapping) else values
+    means = []
+    for v in groups:
+        a = np.asarray(list(v), dtype=float).ravel()
+        a = a[np.isfinite(a)]
+        if a.size:
+            means.append(float(a.mean()))
+    parts = []
+    if optimum is None or worst is None:
+        if not means:
+            raise ValueError(f"no {what} with a finite value: the regret range is undefined")
+        m = np.asarray(means)
+        q = worst_quantile if goal == "minimize" else 1.0 - worst_quantile
+        best, typical = (float(m.min()), float(np.quantile(m, q))) if goal == "minimize" else \
+            (float(m.max()), float(np.quantile(m, q)))
+    if optimum is None:
+        optimum = best
+        parts.append(f"optimum: the best per-configuration mean over seeds of {len(means)} {what}")
+    else:
+        parts.append("optimum: given")
+    if worst is None:
+        worst = typical
+        label = "median" if worst_quantile == 0.5 else f"{worst_quantile:g} quantile (bad side)"
+        parts.append(f"worst: the {label} of the per-configuration means")
+    else:
+        parts.append("worst: given")
+    return Normalization(float(optimum), float(worst), "; ".join(parts))
+
+
+# -- exact paired tests, Holm --------------------------------------------------------------------
+@dataclass
+class PairedTest:
+    """An exact two-sided test of paired samples (two tuners on the same seeds)."""
+
+    name: str  # "wilcoxon signed-rank (exact)" | "sign test (exact binomial)" | "none"
+    statistic: float | None
+    pvalue: float | None
+    n: int  # pairs with a nonzero difference (the ones that inform the test)
+    pairs: int  # pairs compared (zeros included)
+    wins_a: int  # pairs where a is lower (better for minimize)
+    wins_b: int
+    note: str = ""
+    a: str = "a"
+    b: str = "b"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_exact(a: Any, b: Any, labels: tuple[str, str] = ("a", "b")) -> PairedTest:
+    """Exact two-sided paired test of ``a`` against ``b`` (same length; NaN pairs dropped).
+
+    Zero differences carry no sign and are dropped (Wilcoxon's own convention, and the sign
+    test's). With the nonzero absolute differences all distinct, the Wilcoxon signed-rank
+    statistic under its exact null distribution (``scipy.stats.wilcoxon(d, method="exact")``,
+    Wilcoxon 1945); with ties among them the exact null distribution of the signed ranks no
+    longer holds, and the exact sign test is used (``scipy.stats.binomtest(wins, n, 0.5)``).
+    ``statistic`` is scipy's (the smaller rank sum; the number of ``a`` wins for the sign test).
+    Fewer than one nonzero pair: no test (p None).
+    """
+    x, y = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples need equal lengths, got {x.size} and {y.size}")
+    ok = ~(np.isnan(x) | np.isnan(y))
+    d = x[ok] - y[ok]
+    pairs = int(d.size)
+    nz = d[d != 0]
+    n = int(nz.size)
+    wa, wb = int(np.sum(nz < 0)), int(np.sum(nz > 0))
+    if n == 0:
+        return PairedTest("none", None, None, 0, pairs, wa, wb,
+                          "no pair differs: nothing to test" if pairs else "no pair to test", *labels)
+    absd = np.abs(nz)
+    if np.unique(absd).size == n and np.all(np.isfinite(absd)):
+        res = stats.wilcoxon(nz, method="exact")
+        return PairedTest("wilcoxon signed-rank (exact)", float(res.statistic), float(res.pvalue), n, pairs, wa, wb,
+                          "", *labels)
+    res = stats.binomtest(wa, n, 0.5)
+    return PairedTest("sign test (exact binomial)", float(wa), float(res.pvalue), n, pairs, wa, wb,
+                      "tied absolute differences: the sign test, not the signed-rank test", *labels)
+
+
+def holm_adjust(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment (Holm 1979): sorted ascending, ``p_(i) * (m - i)`` made
+    monotone and capped at 1; None stays None and is not counted in ``m``. Equals
+    ``statsmodels.stats.multitest.multipletests(p, method="holm")[1]``."""
+    idx = [i for i, p in enumerate(pvalues) if p is not None]
+    order = sorted(idx, key=lambda i: pvalues[i])  # type: ignore[arg-type,return-value]
+    out: list[float | None] = [None] * len(pvalues)
+    running, m = 0.0, len(order)
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))  # type: ignore[arg-type]
+        out[i] = running
+    return out
 
 
 # -- IQM and the stratified bootstrap ----------------------------------------------------------
@@ -342,13 +487,16 @@ def cd_groups(mean_ranks: Mapping[str, float], cd: float) -> list[list[str]]:
 # -- the verdict -------------------------------------------------------------------------------
 @dataclass
 class Verdict:
-    """A comparison's reading: per tuner the pinned numbers, and the omnibus test over seeds.
+    """A comparison's reading: per tuner the pinned numbers, and the test over seeds.
 
-    ``tuners`` maps tuner -> ``{"normalized_regret", "iqm", "ci95", "mean_rank", "seeds"}``
-    (``ci95`` = [lower, upper]), best mean rank first. ``friedman`` is None with fewer than two
-    tuners or two paired seeds; ``cd`` is the Nemenyi critical difference at ``alpha`` and
-    ``groups`` the tuners not significantly different (:func:`cd_groups`), read only when the
-    Friedman test rejects; otherwise every tuner is in one group.
+    ``tuners`` maps tuner -> ``{"normalized_regret", "iqm", "ci95", "ci_level", "ci_note",
+    "mean_rank", "seeds"}`` (``ci95`` = [lower, upper]; ``ci_level`` 0.95, or None with fewer than
+    :data:`MIN_CI_SEEDS` seeds, when ``ci_note`` says what the two numbers are), best mean rank
+    first. Three or more tuners: ``friedman`` over the paired seeds, ``cd`` the Nemenyi critical
+    difference at ``alpha`` and ``groups`` the tuners not significantly different
+    (:func:`cd_groups`), read only when the Friedman test rejects. Two tuners: ``paired``, the
+    exact paired test (:func:`paired_exact`), and no Friedman, no CD (``cd`` None); ``groups``
+    splits the two only when it rejects. Otherwise every tuner is in one group.
     """
 
     tuners: dict[str, dict[str, Any]]
@@ -359,13 +507,28 @@ class Verdict:
     paired_seeds: int
     summary: str
     notes: list[str] = field(default_factory=list)
+    paired: PairedTest | None = None
+
+    @property
+    def pvalue(self) -> float | None:
+        """The p value of the test that was run (Friedman for k >= 3, the exact paired test for 2)."""
+        if self.friedman is not None:
+            return self.friedman.pvalue
+        return None if self.paired is None else self.paired.pvalue
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: the per-tuner table under ``tuners``, the test beside it."""
-        return {"tuners": self.tuners,
-                "friedman": None if self.friedman is None else self.friedman.as_dict(),
-                "cd": self.cd, "groups": self.groups, "alpha": self.alpha,
-                "paired_seeds": self.paired_seeds, "summary": self.summary, "notes": self.notes}
+        """JSON-ready (finite numbers or None: :func:`harness.strict_json.finite`): the per-tuner
+        table under ``tuners``, the test beside it."""
+        from harness.strict_json import finite
+
+        notes = list(self.notes)
+        out = finite({"tuners": self.tuners,
+                      "friedman": None if self.friedman is None else self.friedman.as_dict(),
+                      "paired_test": None if self.paired is None else self.paired.as_dict(),
+                      "cd": self.cd, "groups": self.groups, "alpha": self.alpha,
+                      "paired_seeds": self.paired_seeds, "summary": self.summary}, notes)
+        out["notes"] = notes
+        return out
 
 
 def _paired(finals: Mapping[str, Mapping[Any, float] | Sequence[float]]) -> tuple[np.ndarray, list[str]]:
@@ -416,7 +579,11 @@ def verdict(finals: Mapping[str, Mapping[Any, float] | Sequence[float]], optimum
         reg = normalized_regret(vals, optimum, worst, goal)
         reg = np.where(np.isnan(reg), 1.0, reg)
         lo, hi = stratified_bootstrap_ci(reg, iqm, reps=reps, level=0.95, seed=seed)
+        few = vals.size < MIN_CI_SEEDS
         per[t] = {"normalized_regret": float(np.mean(reg)), "iqm": iqm(reg), "ci95": [lo, hi],
+                  "ci_level": None if few else 0.95,
+                  "ci_note": (f"{vals.size} seed(s): the bootstrap of so few values spans about their range; "
+                              f"not a 95% interval (run >= {MIN_CI_SEEDS} seeds)") if few else "",
                   "mean_rank": float("nan"), "seeds": int(vals.size)}
     table, names = _paired(finals)
     # rank on regret (NaN -> 1), so a missing result ranks with the worst
@@ -424,6 +591,7 @@ def verdict(finals: Mapping[str, Mapping[Any, float] | Sequence[float]], optimum
         if table.size else table
     n = table.shape[0]
     fr: FriedmanResult | None = None
+    pt: PairedTest | None = None
     cd: float | None = None
     groups: list[list[str]] = [sorted(names, key=lambda t: t)]
     if n >= 1:
@@ -432,7 +600,12 @@ def verdict(finals: Mapping[str, Mapping[Any, float] | Sequence[float]], optimum
             per[t]["mean_rank"] = float(r)
     else:
         notes.append("no seed common to every tuner: mean_rank is undefined")
-    if len(names) >= 2 and n >= 2:
+    if len(names) == 2 and n >= 1:
+        pt = paired_exact(reg_table[:, 0], reg_table[:, 1], (names[0], names[1]))
+        ranked = {t: per[t]["mean_rank"] for t in names}
+        order2 = sorted(names, key=lambda t: (ranked[t], t))
+        groups = [[order2[0]], [order2[1]]] if pt.pvalue is not None and pt.pvalue < alpha else [order2]
+    elif len(names) >= 3 and n >= 2:
         fr = friedman(reg_table, "minimize")
         cd = nemenyi_cd(len(names), n, alpha)
         ranked = {t: per[t]["mean_rank"] for t in names}
@@ -441,19 +614,28 @@ def verdict(finals: Mapping[str, Mapping[Any, float] | Sequence[float]], optimum
         else:
             groups = [sorted(names, key=lambda t: (ranked[t], t))]
     elif len(names) >= 2:
-        notes.append(f"{n} paired seed(s): the Friedman test needs at least 2")
+        notes.append(f"{n} paired seed(s): the test needs at least {1 if len(names) == 2 else 2}")
     order = sorted(per, key=lambda t: (math.inf if math.isnan(per[t]["mean_rank"]) else per[t]["mean_rank"],
                                        per[t]["normalized_regret"], t))
     tuners = {t: per[t] for t in order}
-    return Verdict(tuners, fr, cd, groups, alpha, n, _summary(tuners, fr, cd, groups, alpha), notes)
+    return Verdict(tuners, fr, cd, groups, alpha, n, _summary(tuners, fr, cd, groups, alpha, pt), notes, pt)
 
 
 def _summary(tuners: dict[str, dict[str, Any]], fr: FriedmanResult | None, cd: float | None,
-             groups: list[list[str]], alpha: float) -> str:
+             groups: list[list[str]], alpha: float, pt: PairedTest | None = None) -> str:
     first = next(iter(tuners))
     head = f"{first} ranks first (mean rank {tuners[first]['mean_rank']:.2f})"
     if len(tuners) < 2:
         return f"{first}: only one tuner, nothing to compare"
+    if pt is not None:
+        other = [t for t in tuners if t != first][0]
+        if pt.pvalue is None:
+            return f"{head}; {pt.note}"
+        wins = pt.wins_a if first == pt.a else pt.wins_b
+        test = f"{pt.name} p = {pt.pvalue:.3g}; {first} better on {wins} of {pt.n} seeds that differ"
+        if pt.pvalue < alpha:
+            return f"{head}; it is significantly better than {other} ({test})"
+        return f"{head}, but the exact paired test finds no difference ({test} >= {alpha})"
     if fr is None:
         return f"{head}; too few paired seeds for a test"
     if not fr.pvalue < alpha:

@@ -9,6 +9,7 @@ names are those of :mod:`harness.names`.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ class TrialPoint:
     elapsed: float  # elapsed_s: seconds since the sweep loop started, when the trial finished
     interrupted: bool = False  # stopped by Ctrl-C or a crash: costs steps, not a finished trial
     objectives: list[float] | None = None  # a multi-objective sweep: the complete trial's values
+    config: str | None = None  # the trial's params as a key: equal params, one configuration
 
 
 @dataclass
@@ -53,6 +55,7 @@ class SweepRecord:
     budget: int | None
     status: str
     trials: list[TrialPoint] = field(default_factory=list)
+    budget_steps: int | None = None  # harness.budget_steps: the sweep's training-step budget, when set
     objectives: list[dict[str, Any]] | None = None  # a multi-objective sweep: [{name, goal, reference}]
 
     def count(self, state: str) -> int:
@@ -174,16 +177,29 @@ def load_sweeps(uri: str, *, experiment: str | None = None, benchmark: str | Non
             benchmark=t.get(N.TAG_BENCHMARK), budget=int(t[N.TAG_BUDGET]) if N.TAG_BUDGET in t else None,
             status=p.info.status.lower(), trials=[k for _, k in sorted(kids, key=lambda x: x[0])],
             objectives=objectives,
+            budget_steps=int(t[N.TAG_BUDGET_STEPS]) if t.get(N.TAG_BUDGET_STEPS, "").isdigit() else None,
         ))
     if objectives:
         by_hypervolume(records, objectives)
     return records
 
 
+def budget_warning(records: list[SweepRecord]) -> str | None:
+    """One line when the compared sweeps ran on different budgets (trials or training steps):
+    their best values are then not comparable as they stand (issue 23). None when they agree."""
+    parts = []
+    for what, values in (("trials", {s.budget for s in records}), ("training steps", {s.budget_steps for s in records})):
+        if len(values) > 1:
+            shown = ", ".join("unset" if v is None else str(v) for v in sorted(values, key=lambda v: (v is None, v or 0)))
+            parts.append(f"{what} {shown}")
+    if not parts:
+        return None
+    return ("the compared sweeps have different budgets (" + "; ".join(parts) + "): a tuner given more "
+            "budget looks better for that reason alone; compare sweeps of one budget (one --benchmark)")
+
+
 def _objectives(parents: list[Any]) -> list[dict[str, Any]] | None:
     """The objectives of multi-objective sweeps (None for single-metric ones); all must agree."""
-    import json
-
     found = {r.data.tags.get(N.TAG_OBJECTIVES) for r in parents}
     if found == {None}:
         return None
@@ -233,6 +249,7 @@ def _trial_point(run: Any, metric: str, names: list[str] | None = None) -> tuple
         number=int(t.get(N.TAG_TRIAL, -1)), state=state, value=value, steps=int(m.get(N.METRIC_STEPS, 0)),
         seconds=float(m.get(N.METRIC_SECONDS, 0.0)), elapsed=float(m.get(N.METRIC_ELAPSED, 0.0)),
         interrupted=t.get(N.TAG_REASON) == N.REASON_INTERRUPTED, objectives=objectives,
+        config=json.dumps(dict(sorted(run.data.params.items()))) if run.data.params else None,
     )
     end = run.info.end_time if run.info.end_time is not None else math.inf
     return (end, point.elapsed, point.number), point

@@ -8,12 +8,12 @@ and the groups of tuners the Nemenyi critical difference cannot tell apart.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict
 from typing import Any
 
 from harness.compare.stats import Comparison
+from harness.strict_json import dumps
 
 FORMATS = ("table", "csv", "json", "markdown")
 
@@ -34,7 +34,8 @@ def fmt_count(value: float | None) -> str:
 COLUMNS = ["tuner", "sweeps", "seeds", "trials c/p/f", "best mean", "best std", "best median",
            "steps used", "seconds used", "start-up s", "steps to target", "seconds to target",
            "trials to target", "reached", "mean rank"]
-VERDICT_COLUMNS = ["tuner", "seeds", "normalized regret", "IQM", "95% CI of IQM", "mean rank", "CD group"]
+VERDICT_COLUMNS = ["tuner", "seeds", "normalized regret", "IQM", "interval of IQM (95% from 5 seeds)",
+                   "mean rank", "group"]
 
 
 def table_rows(comp: Comparison) -> list[list[str]]:
@@ -56,9 +57,15 @@ def verdict_rows(comp: Comparison) -> list[list[str]]:
         return []
     v = comp.verdict.verdict
     group = {t: " ".join(chr(ord("A") + i) for i, g in enumerate(v.groups) if t in g) or "-" for t in v.tuners}
-    return [[t, str(d["seeds"]), fmt(d["normalized_regret"]), fmt(d["iqm"]),
-             f"[{fmt(d['ci95'][0])}, {fmt(d['ci95'][1])}]", fmt(d["mean_rank"], 3), group[t]]
+    return [[t, str(d["seeds"]), fmt(d["normalized_regret"]), fmt(d["iqm"]), _interval(d),
+             fmt(d["mean_rank"], 3), group[t]]
             for t, d in v.tuners.items()]
+
+
+def _interval(d: dict[str, Any]) -> str:
+    """The IQM's interval; from fewer than 5 seeds it is no 95% interval and says so."""
+    text = f"[{fmt(d['ci95'][0])}, {fmt(d['ci95'][1])}]"
+    return text if d.get("ci_level", 0.95) is not None else f"{text} ({d['seeds']} seeds: not 95%)"
 
 
 def verdict_lines(comp: Comparison) -> list[str]:
@@ -68,7 +75,13 @@ def verdict_lines(comp: Comparison) -> list[str]:
     rep, v = comp.verdict, comp.verdict.verdict
     lines = [f"regret normalized on [{fmt(rep.optimum, 6)}, {fmt(rep.worst, 6)}] ({rep.range_source})"]
     fr = v.friedman
-    if fr is None:
+    pt = getattr(v, "paired", None)
+    if pt is not None:
+        lines.append(f"two tuners: exact paired test over {pt.pairs} seeds ({pt.n} differ): {pt.name}, "
+                     f"p = {fmt(pt.pvalue, 3)} "
+                     f"({'the two differ' if pt.pvalue is not None and pt.pvalue < v.alpha else 'no difference shown'} "
+                     f"at alpha = {v.alpha}){'; ' + pt.note if pt.note else ''}")
+    elif fr is None:
         lines.append(f"Friedman test: not run ({v.paired_seeds} seed(s) common to every tuner, "
                      f"{len(v.tuners)} tuner(s); it needs 2 of each)")
     else:
@@ -76,7 +89,11 @@ def verdict_lines(comp: Comparison) -> list[str]:
                      f"p = {fmt(fr.pvalue, 3)} ({'the ranks differ' if fr.pvalue < v.alpha else 'no difference shown'} "
                      f"at alpha = {v.alpha}); Nemenyi CD = {fmt(v.cd, 3)}")
     groups = "; ".join(f"{chr(ord('A') + i)} = {', '.join(g)}" for i, g in enumerate(v.groups))
-    lines.append(f"CD groups (not significantly different): {groups}")
+    lines.append(f"{'CD groups' if pt is None else 'groups'} (not significantly different): {groups}")
+    few = [t for t, d in v.tuners.items() if d.get("ci_level", 0.95) is None]
+    if few:
+        lines.append(f"intervals of {', '.join(few)}: fewer than 5 seeds, the bootstrap spans about their "
+                     "range; not a 95% interval")
     lines.append(f"verdict: {v.summary}")
     return lines
 
@@ -166,7 +183,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render_text(comp: Comparison, format: str) -> str:
     """csv, json or markdown text."""
     if format == "json":
-        return json.dumps(comp.to_dict(), indent=2, default=str) + "\n"
+        return dumps(comp.to_dict(), indent=2) + "\n"
     if format == "csv":
         return _csv(comp)
     if format == "markdown":

@@ -8,12 +8,13 @@ JSON, and logs the folder as the artifacts of a run tagged ``harness.kind = comp
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from harness import names as N
-from harness.compare.read import load_sweeps
+from harness.compare.read import budget_warning, load_sweeps
 from harness.compare.render import render_text
 from harness.compare.stats import Comparison, compare_sweeps
 from harness.records import RecordError, client
@@ -43,6 +44,9 @@ def run_compare(uri: str | None, *, experiment: str | None = None, benchmark: st
         raise
     except Exception as exc:  # the store itself fails: one line, not a traceback
         raise TrackingError(f"tracking store {uri} does not answer: {str(exc).splitlines()[0][:300]}") from None
+    warn = budget_warning(records)
+    if warn is not None:  # also in the notes; on stderr so a --format json reader sees it too
+        print(f"warning: {warn}", file=sys.stderr)
     try:
         comp = compare_sweeps(records, uri=uri, experiment=exp_name, benchmark=benchmark, target=target,
                               order=order, optimum=optimum, worst=worst)

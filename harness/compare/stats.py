@@ -14,11 +14,15 @@ can be repeated (or checked) at any time from MLflow alone:
   the Holm-adjusted p is below 0.05; it is "suggestive" when only the unadjusted p is. With few
   seeds little can hold, and the output says so;
 - the verdict (:func:`harness.ranking.verdict`): each sweep's final best as a normalized regret
-  ``(best - optimum) / (worst - optimum)`` clipped to [0, 1], where optimum and worst are
-  ``--optimum`` / ``--worst`` or, by default, the best and the worst complete value seen over all
-  the compared sweeps; per tuner the mean regret, its IQM with a 95% stratified-bootstrap interval
-  and the mean rank at the final budget; a Friedman test over the seeds every tuner ran and, when
-  it rejects, the Nemenyi critical difference and the groups of tuners it cannot tell apart.
+  ``(best - optimum) / (worst - optimum)`` clipped to [0, 1], on the one normalization every
+  verdict uses (:func:`harness.ranking.normalization`): ``--optimum`` / ``--worst`` when given,
+  else from the space's table when one is found for the experiment (:func:`harness.oracle.find_table`:
+  the same range a simulated verdict uses), else from the compared sweeps' complete trials (each
+  distinct configuration's mean: the best mean and the median); per tuner the mean regret, its
+  IQM with a stratified-bootstrap interval (labelled as no 95% interval below 5 seeds) and the
+  mean rank at the final budget; a Friedman test over the seeds every tuner ran (three or more
+  tuners) or the exact paired test (two) and, when the Friedman test rejects, the Nemenyi critical
+  difference and the groups of tuners it cannot tell apart.
   Beside it, regret (IQM over seeds) and mean rank against the budget in trials and in seconds.
 """
 
@@ -30,12 +34,21 @@ from typing import Any
 
 import numpy as np
 
-from harness.compare.read import SweepRecord
-from harness.ranking import Verdict, iqm, normalized_regret, ranks_over_time, verdict
+from harness.compare.read import SweepRecord, budget_warning
+from harness.ranking import (
+    Normalization,
+    Verdict,
+    iqm,
+    normalization,
+    normalized_regret,
+    paired_exact,
+    ranks_over_time,
+    verdict,
+)
 
 ALPHA = 0.05
 TEST_NAME = ("paired t-test of the final bests over common seeds (two-sided, 95% t-interval of the mean "
-             "difference), Holm-adjusted over all pairs; Wilcoxon signed-rank p beside it")
+             "difference), Holm-adjusted over all pairs; the exact Wilcoxon signed-rank (or sign test) p beside it")
 SECONDS_GRID = 50  # points of the regret / rank curves against wall seconds
 
 
@@ -74,7 +87,7 @@ class PairTest:
     ci_high: float | None
     p_value: float | None  # paired t-test, two-sided
     p_holm: float | None  # p_value adjusted over all pairs (Holm)
-    p_wilcoxon: float | None  # Wilcoxon signed-rank, two-sided
+    p_wilcoxon: float | None  # exact Wilcoxon signed-rank (or exact sign test on ties), two-sided
     verdict: str  # holds | suggestive | n.s. | no test
     better: str | None  # the better tuner of the pair, when the difference holds or is suggestive
     statement: str = ""
@@ -111,6 +124,7 @@ class VerdictReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"optimum": self.optimum, "worst": self.worst, "range_source": self.range_source,
+                "normalization": {"optimum": self.optimum, "worst": self.worst, "source": self.range_source},
                 **self.verdict.as_dict(), "curve_seeds": self.seeds,
                 "curves": {a: b.to_dict() for a, b in self.budgets.items()}}
 
@@ -173,6 +187,9 @@ def compare_sweeps(records: list[SweepRecord], *, uri: str, experiment: str, ben
     metric, goal = records[0].metric, records[0].goal
     finals = [s.final_best for s in records if s.final_best is not None]
     notes: list[str] = []
+    warn = budget_warning(records)
+    if warn is not None:
+        notes.append(warn)
     if target is not None:
         source = "--target"
     elif finals:
@@ -199,7 +216,8 @@ def compare_sweeps(records: list[SweepRecord], *, uri: str, experiment: str, ben
     if any(len(v) != len({s.seed for s in by_tuner[t]}) or len(by_tuner[t]) != len(v)
            for t, v in per_seed.items()):
         notes.append("some tuner ran a seed more than once: ranks and paired tests use its latest sweep")
-    report = verdict_report(records, per_seed, latest, common, goal, optimum=optimum, worst=worst, notes=notes)
+    report = verdict_report(records, per_seed, latest, common, goal, optimum=optimum, worst=worst, notes=notes,
+                            experiment=experiment)
 
     rows = []
     for t in tuners:
@@ -234,8 +252,8 @@ def compare_sweeps(records: list[SweepRecord], *, uri: str, experiment: str, ben
                   for i, a in enumerate(ordered) for b in ordered[i + 1:]], goal, metric)
     if pairs and 2 <= max(p.n for p in pairs) < 6:
         n = max(p.n for p in pairs)
-        notes.append(f"{n} common seeds: no two-sided Wilcoxon p can fall below {2 / 2 ** n:.3g}, and the "
-                     "t-test leans on roughly normal differences; run more seeds to be sure")
+        notes.append(f"{n} common seeds: no exact two-sided Wilcoxon or sign-test p can fall below "
+                     f"{2 / 2 ** n:.3g}, and the t-test leans on roughly normal differences; run more seeds to be sure")
     return Comparison(uri=uri, experiment=experiment, benchmark=benchmark, metric=metric, goal=goal,
                       target=target, target_source=source, rows=rows, pairs=pairs, sweeps=records, notes=notes,
                       verdict=report)
@@ -273,12 +291,7 @@ def paired_test(a: str, b: str, va: dict[int, float | None], vb: dict[int, float
         p, low, high = float(res.pvalue), float(ci.low), float(ci.high)
     else:  # every seed giving the same difference: p is 0, or 1 when that difference is 0
         p, low, high = float(mean == 0), mean, mean
-    pw = None
-    if np.any(d != 0):
-        try:
-            pw = float(stats.wilcoxon(d).pvalue)
-        except ValueError:
-            pw = None
+    pw = paired_exact(d, np.zeros_like(d)).pvalue
     return PairTest(a, b, n, mean, low, high, p, None, pw, "n.s.", None)
 
 
@@ -297,7 +310,7 @@ def holm(pairs: list[PairTest], goal: str, metric: str) -> list[PairTest]:
         winner, loser = (p.a, p.b) if a_better else (p.b, p.a)
         ci = f"95% CI of {p.a} - {p.b}: [{p.ci_low:.4g}, {p.ci_high:.4g}]"
         ps = f"t-test p = {p.p_value:.3g}, Holm {p.p_holm:.3g}"
-        ps += f", Wilcoxon p = {p.p_wilcoxon:.3g}" if p.p_wilcoxon is not None else ""
+        ps += f", exact Wilcoxon/sign p = {p.p_wilcoxon:.3g}" if p.p_wilcoxon is not None else ""
         if p.verdict == "n.s." or p.mean_diff == 0:
             p.statement = f"{p.a} vs {p.b}: no difference shown over {p.n} seeds ({ci}; {ps})"
             continue
@@ -311,27 +324,44 @@ def holm(pairs: list[PairTest], goal: str, metric: str) -> list[PairTest]:
 
 # -- the verdict -------------------------------------------------------------------------------
 def value_range(records: list[SweepRecord], goal: str, optimum: float | None = None,
-                worst: float | None = None) -> tuple[float | None, float | None, str]:
-    """The optimum and worst used to normalize the regret, and where they come from.
+                worst: float | None = None, *, experiment: str | None = None) -> tuple[float | None, float | None, str]:
+    """The optimum and worst used to normalize the regret, and where they come from
+    (:func:`harness.ranking.normalization`, the one every verdict uses).
 
-    Given values win; a missing one is the best (optimum) or worst complete value seen over all
-    the compared sweeps. ``None`` when no sweep has a complete trial.
+    Given values win. Else, when a table of the space is found for ``experiment`` (its name is
+    the spec's stem by default; :func:`harness.oracle.table_normalization`), the table's range,
+    so a real verdict reads on the same scale as a simulated one. Else the compared sweeps'
+    complete trials: trials with the same parameters are one configuration (their values
+    averaged), the best configuration mean is the optimum, the median one the worst; one diverged
+    trial can no longer flatten every regret to 0. ``None`` when no sweep has a complete trial.
     """
-    values = [v for s in records for v in s.complete_values()]
-    lo, hi = (min(values), max(values)) if values else (None, None)
-    best_seen, worst_seen = (hi, lo) if goal == "maximize" else (lo, hi)
-    parts = []
-    if optimum is None:
-        optimum = best_seen
-        parts.append("optimum: the best complete value of all compared sweeps")
-    else:
-        parts.append("optimum: --optimum")
-    if worst is None:
-        worst = worst_seen
-        parts.append("worst: the worst complete value of all compared sweeps")
-    else:
-        parts.append("worst: --worst")
-    return optimum, worst, "; ".join(parts)
+    if optimum is not None and worst is not None:
+        return optimum, worst, "optimum: --optimum; worst: --worst"
+    metric = records[0].metric if records else "value"
+    if experiment is not None and not (records and records[0].objectives):
+        from harness.oracle import table_normalization
+
+        found = table_normalization(experiment, metric, goal, optimum=optimum, worst=worst)  # type: ignore[arg-type]
+        if found is not None:
+            return found.optimum, found.worst, _given(found.source, optimum, worst)
+    by_config: dict[Any, list[float]] = {}
+    for s in records:
+        for t in s.trials:
+            if t.state == "complete" and t.value is not None and not t.interrupted:
+                key = t.config if t.config is not None else (s.run_id, t.number)
+                by_config.setdefault(key, []).append(t.value)
+    if not by_config:
+        return optimum, worst, "none: no complete trial"
+    try:
+        norm: Normalization = normalization(by_config, goal, optimum=optimum, worst=worst,  # type: ignore[arg-type]
+                                            what="configurations tried by the compared sweeps")
+    except ValueError:
+        return None, None, "none: no finite complete value"
+    return norm.optimum, norm.worst, _given(norm.source, optimum, worst)
+
+
+def _given(source: str, optimum: float | None, worst: float | None) -> str:
+    return source.replace("optimum: given", "optimum: --optimum").replace("worst: given", "worst: --worst")
 
 
 def _on_grid(s: SweepRecord, axis: str, grid: np.ndarray) -> np.ndarray:
@@ -375,10 +405,10 @@ def budget_curves(latest: dict[str, dict[int, SweepRecord]], seeds: list[int], a
 def verdict_report(records: list[SweepRecord], per_seed: dict[str, dict[int, float | None]],
                    latest: dict[str, dict[int, SweepRecord]], common: list[int], goal: str, *,
                    optimum: float | None = None, worst: float | None = None,
-                   notes: list[str] | None = None) -> VerdictReport | None:
+                   notes: list[str] | None = None, experiment: str | None = None) -> VerdictReport | None:
     """:func:`harness.ranking.verdict` on each tuner's final bests by seed (its latest sweep per
     seed; no complete trial counts as regret 1), and the regret / rank curves against the budget."""
-    opt, bad, source = value_range(records, goal, optimum, worst)
+    opt, bad, source = value_range(records, goal, optimum, worst, experiment=experiment)
     if opt is None or bad is None or (opt == bad and (optimum is None or worst is None)):
         if notes is not None:
             notes.append("no verdict: the compared sweeps need two different complete values "

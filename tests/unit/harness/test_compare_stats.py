@@ -107,15 +107,67 @@ def test_curves_mean_and_band_over_seeds_carried_forward():
     assert np.isfinite(c.mean).all()
 
 
-def test_verdict_uses_every_complete_value_for_the_range_and_needs_two():
+def test_verdict_normalizes_on_the_best_and_the_median_configuration_and_needs_two():
     from harness.ranking import verdict
 
     recs = [sweep("a", s, [3.0, 1.0 + s]) for s in range(3)] + [sweep("b", s, [4.0, 2.5]) for s in range(3)]
     comp = compare_sweeps(recs, uri="x", experiment="e")
-    assert (comp.verdict.optimum, comp.verdict.worst) == (1.0, 4.0)  # the first trials' 4.0 is no final best
-    want = verdict({"a": {0: 1.0, 1: 2.0, 2: 3.0}, "b": {0: 2.5, 1: 2.5, 2: 2.5}}, 1.0, 4.0)
+    # every complete trial is a configuration: the best is 1.0, the median of the twelve values
+    # 1, 2, 2.5 x3, 3 x4, 4 x3 is 3.0 (the first trials' values count: they are configurations tried)
+    assert (comp.verdict.optimum, comp.verdict.worst) == (1.0, 3.0)
+    assert "median" in comp.verdict.range_source
+    assert comp.to_dict()["verdict"]["normalization"] == {"optimum": 1.0, "worst": 3.0,
+                                                          "source": comp.verdict.range_source}
+    want = verdict({"a": {0: 1.0, 1: 2.0, 2: 3.0}, "b": {0: 2.5, 1: 2.5, 2: 2.5}}, 1.0, 3.0)
     assert {t: d["mean_rank"] for t, d in comp.verdict.verdict.tuners.items()} == \
         {t: d["mean_rank"] for t, d in want.tuners.items()}
     assert comp.verdict.budgets["trials"].x.tolist() == [1.0, 2.0]
     alone = compare_sweeps([sweep("a", 0, [1.0]), sweep("b", 0, [1.0])], uri="x", experiment="e")
     assert alone.verdict is None and any("no verdict" in n for n in alone.notes)
+
+
+def test_one_diverged_trial_no_longer_flattens_the_verdict():
+    """The issue's real locoprop benchmark: one trial at 1e25 made worst = 1e25, so every regret was
+    ~1e-23 and both IQMs printed 0.000. The median configuration keeps the scale."""
+    a = [sweep("a", s, [40.0, 20.0 + s]) for s in range(5)]
+    b = [sweep("b", s, [1e25 if s == 0 else 45.0, 30.0 + s]) for s in range(5)]
+    comp = compare_sweeps(a + b, uri="x", experiment="e")
+    rows = comp.verdict.verdict.tuners
+    assert comp.verdict.worst == pytest.approx(np.median([40.0] * 5 + [20, 21, 22, 23, 24, 1e25] + [45.0] * 4
+                                                         + [30, 31, 32, 33, 34]))
+    assert rows["a"]["iqm"] < rows["b"]["iqm"] and rows["b"]["iqm"] > 0.1
+
+
+def test_trials_with_the_same_params_are_one_configuration():
+    from harness.compare.stats import value_range
+
+    recs = [sweep("a", 0, [1.0, 5.0]), sweep("a", 1, [3.0, 9.0])]
+    for r in recs:  # trial 0 of both seeds tried the same params: one configuration, mean 2.0
+        r.trials[0].config = '{"x": 1}'
+    opt, worst, source = value_range(recs, "minimize")
+    assert opt == 2.0 and worst == 5.0 and "per-configuration mean" in source  # means 2, 5, 9
+
+
+def test_compare_warns_when_budgets_differ():
+    from harness.compare.read import budget_warning
+
+    same = [sweep("a", 0, [1.0, 2.0]), sweep("b", 0, [2.0, 3.0])]
+    assert budget_warning(same) is None and not any("budgets" in n for n in compare_sweeps(
+        same, uri="x", experiment="e").notes)
+    other = same + [sweep("c", 0, [1.0, 2.0, 0.5])]
+    warn = budget_warning(other)
+    assert warn is not None and "trials 2, 3" in warn
+    assert warn in compare_sweeps(other, uri="x", experiment="e").notes
+    steps = [sweep("a", 0, [1.0]), sweep("b", 0, [2.0])]
+    steps[0].budget_steps = 100
+    assert "training steps 100, unset" in budget_warning(steps)
+
+
+def test_pair_test_uses_the_exact_wilcoxon_p():
+    from scipy import stats
+
+    va = {s: float(s) for s in range(5)}
+    vb = {s: float(s) + 1.0 + 0.1 * s for s in range(5)}
+    p = paired_test("a", "b", va, vb)
+    d = [va[s] - vb[s] for s in range(5)]
+    assert p.p_wilcoxon == pytest.approx(stats.wilcoxon(d, method="exact").pvalue) == pytest.approx(0.0625)

@@ -260,7 +260,11 @@ def test_verdict_maximize_pairs_seeds_by_id_and_counts_a_missing_result_as_worst
     # a's regrets: 0.2, 0.4 and 1 for the missing one -> mean 1.6 / 3
     assert v.tuners["a"]["normalized_regret"] == pytest.approx(1.6 / 3)
     assert v.tuners["b"]["seeds"] == 4
-    assert v.friedman is not None and v.friedman.pvalue > 0.05
+    # two tuners: the exact paired test, not Friedman (regret differences -0.1, +0.2, +0.8: distinct)
+    assert v.friedman is None and v.cd is None and v.paired is not None
+    assert v.paired.name == "wilcoxon signed-rank (exact)"
+    assert v.paired.pvalue == pytest.approx(stats.wilcoxon([0.2 - 0.1, 0.4 - 0.6, 1.0 - 0.8],
+                                                            method="exact").pvalue)
     assert v.groups == [["b", "a"]] and "finds no difference" in v.summary
 
 
@@ -290,3 +294,84 @@ def test_plots_write_non_empty_png_and_html(tmp_path):
     assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = more[1].read_text()
     assert "data:image/png;base64," in page and "optuna" in page and "<table>" in page
+
+
+# -- small n: exact two-tuner tests, intervals that say what they are, strict JSON ------------------
+def test_five_of_five_wins_is_p_0_0625_exactly_not_the_asymptotic_0_025():
+    from harness.ranking import paired_exact
+
+    a, b = [0.1, 0.2, 0.3, 0.4, 0.5], [0.2, 0.4, 0.6, 0.8, 1.0]  # a better on every seed, |d| distinct
+    t = paired_exact(a, b)
+    assert t.name == "wilcoxon signed-rank (exact)" and t.wins_a == 5 and t.n == 5
+    assert t.pvalue == pytest.approx(0.0625) == stats.wilcoxon(a, b, method="exact").pvalue
+    assert friedman(np.column_stack([a, b])).pvalue == pytest.approx(0.0253, abs=1e-3)  # what it was
+    v = verdict({"a": a, "b": b}, 0.0, 1.0)
+    assert v.friedman is None and v.pvalue == pytest.approx(0.0625) and v.groups == [["a", "b"]]
+    assert "no difference" in v.summary and "5 of 5" in v.summary
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_paired_exact_equals_scipy_and_falls_back_to_the_sign_test_on_ties(seed):
+    from harness.ranking import paired_exact
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=9), rng.normal(0.5, 1.0, size=9)
+    t = paired_exact(a, b)
+    ref = stats.wilcoxon(a, b, method="exact")
+    assert t.pvalue == pytest.approx(ref.pvalue, rel=1e-12) and t.statistic == ref.statistic
+    # ties among |d| (and a zero, dropped): the exact sign test over the nonzero pairs
+    d = np.array([1.0, 1.0, -1.0, 2.0, 0.0, 3.0, 3.0])
+    s = paired_exact(d, np.zeros_like(d))
+    assert s.name.startswith("sign test") and s.n == 6 and s.pairs == 7 and s.wins_b == 5
+    assert s.pvalue == pytest.approx(stats.binomtest(1, 6, 0.5).pvalue, rel=1e-12)
+    none = paired_exact([1.0, 2.0], [1.0, 2.0])
+    assert none.pvalue is None and "nothing to test" in none.note
+
+
+def test_holm_adjust_by_hand():
+    from harness.ranking import holm_adjust
+
+    # sorted 0.01, 0.02, 0.04 (m = 3): 0.03, 0.04, 0.04 (monotone); None stays None
+    assert holm_adjust([0.04, None, 0.01, 0.02]) == pytest.approx([0.04, None, 0.03, 0.04])
+    assert holm_adjust([0.6, 0.5]) == [1.0, 1.0]
+
+
+def test_an_interval_from_fewer_than_five_seeds_says_it_is_not_95_percent():
+    v = verdict({"a": [0.1, 0.2, 0.3], "b": [0.2, 0.3, 0.5, 0.6, 0.7]}, 0.0, 1.0)
+    assert v.tuners["a"]["ci_level"] is None and "not a 95% interval" in v.tuners["a"]["ci_note"]
+    assert v.tuners["b"]["ci_level"] == 0.95 and v.tuners["b"]["ci_note"] == ""
+
+
+def test_verdict_json_is_strict_non_finite_becomes_null_with_a_note():
+    import json
+
+    from harness.strict_json import dumps
+
+    # every seed ordered the same way: Iman-Davenport's F is infinite
+    v = verdict({"a": [0.1, 0.2, 0.1], "b": [0.5, 0.6, 0.5], "c": [0.9, 0.8, 0.9]}, 0.0, 1.0)
+    assert v.friedman is not None and v.friedman.iman_davenport == float("inf")
+    d = v.as_dict()
+    assert d["friedman"]["iman_davenport"] is None
+    assert any("iman_davenport" in n and "inf" in n for n in d["notes"])
+    text = json.dumps(d, allow_nan=False)  # would raise on Infinity / NaN
+    assert json.loads(text)["friedman"]["iman_davenport"] is None
+    strict = json.loads(dumps({"x": float("nan"), "y": [1.0, np.float64("-inf")], "z": np.arange(2)}))
+    assert strict["x"] is None and strict["y"] == [1.0, None] and strict["z"] == [0, 1]
+    assert len(strict["json_notes"]) == 2
+
+
+def test_normalization_is_the_best_mean_and_the_median_configuration():
+    from harness.ranking import normalization
+
+    # config c2 has one lucky seed (0.0) but a mean of 0.5; c1's mean 0.2 is the optimum;
+    # c5 diverged (1e25) and does not move the median of the means (0.2, 0.5, 1, 2, 1e25 -> 1)
+    values = {"c1": [0.1, 0.3], "c2": [0.0, 1.0], "c3": [1.0, float("nan")], "c4": [2.0], "c5": [1e25, 1e25]}
+    n = normalization(values, "minimize")
+    assert (n.optimum, n.worst) == (pytest.approx(0.2), 1.0)
+    assert "best per-configuration mean" in n.source and "median" in n.source
+    m = normalization({k: [-x for x in v] for k, v in values.items()}, "maximize")
+    assert (m.optimum, m.worst) == (pytest.approx(-0.2), -1.0)
+    g = normalization(values, "minimize", optimum=0.0)
+    assert g.optimum == 0.0 and g.worst == 1.0 and "optimum: given" in g.source
+    with pytest.raises(ValueError, match="no configurations"):
+        normalization({"c": [float("inf")]}, "minimize")
