@@ -30,9 +30,10 @@ import numpy as np
 
 from harness.engines.base import EngineError
 from harness.engines.simulated import SimulatedEngine
+from harness.oracle import TableOracle
 from harness.spec import SweepSpec, load_spec
-from harness.surrogate import Curve, Surrogate, row_params
-from harness.tabulate import METRIC, config_id, default_out, read_table
+from harness.surrogate import Curve, row_params
+from harness.tabulate import default_out, read_table
 from harness.trials import TrialState, TrialTask
 
 BUDGETS = (20, 50, 200)
@@ -41,72 +42,6 @@ SIM_TUNERS = ("optuna", "optuna:tpe", "optuna:gp", "optuna:cmaes", "optuna:rando
 
 class SimulationError(EngineError):
     """A simulated-benchmark input is wrong (one line, exit 2)."""
-
-
-class TableOracle:
-    """A trial's curve: the table's exact row when its configuration is tabulated, else the
-    surrogate's (fitted on first use)."""
-
-    def __init__(self, spec: SweepSpec, table: Any) -> None:
-        self.spec = spec
-        self.table = table
-        self._surrogate: Surrogate | None = None
-        self.exact = 0
-        self.predicted = 0
-        self.rows: dict[str, dict[int, Curve]] = {}
-        metrics = [c for c in table.columns if c.startswith(METRIC)]
-        for (cid, seed), g in table.groupby(["config_id", "seed"], sort=True):
-            reports = g[g["kind"] == "report"].sort_values("step")
-            final = g[g["kind"] == "final"].iloc[0]
-            seconds = float(final["elapsed_s"])
-            # report times were taken by the driver (IPC latency included), the trial's seconds by
-            # its worker: a report never lands after the trial's end
-            curve = Curve(
-                reports=[(int(r["step"]), min(float(r["elapsed_s"]), seconds), _finite(r, metrics))
-                         for _, r in reports.iterrows()],
-                seconds=seconds, steps=int(final["step"]), metrics=_finite(final, metrics),
-                status="ok" if final["state"] == "complete" else "error",
-                reason=None if final["state"] == "complete" else f"tabulated trial {final['state']}")
-            self.rows.setdefault(str(cid), {})[int(seed)] = curve
-
-    @property
-    def surrogate(self) -> Surrogate:
-        if self._surrogate is None:
-            self._surrogate = Surrogate(self.spec, self.table)
-        return self._surrogate
-
-    def __call__(self, task: TrialTask) -> Curve:
-        seeds = self.rows.get(config_id(self.spec.active_params(task.params)))
-        if seeds:
-            self.exact += 1
-            keys = sorted(seeds)
-            return seeds[keys[task.seed % len(keys)]]
-        self.predicted += 1
-        return self.surrogate.predict(task.params)
-
-    def bounds(self, worst_quantile: float = 0.5) -> tuple[float, float]:
-        """(optimum, worst) of the normalized regret: the best complete final value in the table,
-        and the ``worst_quantile`` quantile (toward the bad side) of the configurations' mean finals.
-        The median, not the very worst: one diverged configuration (a LocoProp loss of 1e25; the
-        95th percentile is still 3e5 against an optimum of 17) would squash every regret to 0.
-        Regret 1 = no better than the table's typical (median) configuration; ``--worst``
-        overrides it."""
-        col = METRIC + self.spec.metric.name
-        f = self.table[(self.table["kind"] == "final") & (self.table["state"] == "complete")]
-        f = f[np.isfinite(f[col].to_numpy(float))]
-        per = f.groupby("config")[col].mean().to_numpy(float)
-        if self.spec.metric.goal == "minimize":
-            return float(f[col].min()), float(np.quantile(per, worst_quantile))
-        return float(f[col].max()), float(np.quantile(per, 1 - worst_quantile))
-
-
-def _finite(row: Any, metrics: list[str]) -> dict[str, float]:
-    out = {}
-    for c in metrics:
-        v = row[c]
-        if v is not None and not (isinstance(v, float) and math.isnan(v)):
-            out[c[len(METRIC):]] = float(v)
-    return out
 
 
 def tuner_label(name: str) -> tuple[str, str]:

@@ -11,8 +11,9 @@ parameters, one-hot choices, an inactive conditional as a flag with its value at
   the multiples of the space's ``report_every`` up to it (else the nearest tabulated
   configuration's steps).
 
-The surrogate is deterministic: the seed-to-seed noise of the table is averaged out, not
-modelled; failed trials are left out of the fit (a configuration the table saw fail is
+The surrogate is deterministic: it predicts the seed-averaged curve; the seed-to-seed noise is
+added on top by :class:`harness.oracle.NoiseModel` (real residuals of nearby tabulated
+configurations). Failed trials are left out of the fit (a configuration the table saw fail is
 replayed exactly by the simulated engine, an unseen one is predicted to complete).
 """
 
@@ -161,8 +162,24 @@ class Surrogate:
         seconds = max(float(steps[-1] * sps), reports[-1][1])
         return Curve(reports, seconds, steps[-1], {self.metric: float(y[-1])})
 
-    def predict_final(self, params: dict[str, Any]) -> float:
-        return self.predict(params).metrics[self.metric]
+    def predict_finals(self, configs: list[dict[str, Any]]) -> np.ndarray:
+        """The final metric of many configurations at once (one forest call; for the gates of
+        ``benchmarks/tables.py``, where thousands are scored): the same values as
+        ``predict(c).metrics[metric]``."""
+        if not configs:
+            return np.zeros(0)
+        xs = [self.enc.encode(self.spec.active_params(c)) for c in configs]
+        lasts = np.exp(self.steps_model.predict(np.array(xs)))
+        rows = []
+        for x, last in zip(xs, lasts, strict=True):
+            if self.every:
+                n = int(round(float(last)))
+                step = (n // self.every) * self.every if n >= self.every else n
+            else:
+                step = self.report_steps(x)[-1]
+            rows.append(x + [math.log1p(step), 1.0])
+        y = self.curve_model.predict(np.array(rows))
+        return self.quantiles.inverse_transform(y.reshape(-1, 1)).ravel()
 
 
 def fidelity(spec: SweepSpec, table: Any, holdout: float = 0.2, seed: int = 0) -> dict[str, Any]:
