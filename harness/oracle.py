@@ -34,8 +34,9 @@ whole residual curve keeps a seed's deviations correlated over steps (a seed tha
 tends to stay bad), which is what a pruner sees. One surrogate per seed would need many more
 seeds per configuration than a table holds (three) and would still average within a seed's
 forest; a parametric noise model would have to guess the tails. The cost: noise only as
-varied as the table's seeds, and a configuration far from every tabulated one borrows the
-noise of the nearest. :func:`noise_spread_ratio` measures the result on held-out configurations
+varied as the table's seeds (a configuration's deviations take one of ``k x S`` recorded values,
+15 with the defaults and three seeds, as Syne Tune replays one of a configuration's recorded
+seeds), and a configuration far from every tabulated one borrows the noise of the nearest. :func:`noise_spread_ratio` measures the result on held-out configurations
 (target: simulated / real seed-to-seed spread in [0.8, 1.25]).
 
 **Replay.** A tabulated configuration under a tabulated seed replays the table's row exactly (the
