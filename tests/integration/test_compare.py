@@ -130,12 +130,21 @@ def test_verdict_equals_ranking_recomputed_from_the_runs(bench, capsys):
 
     tmp, uri, doc = bench
     runs = direct(uri, "b1")
-    values = [k.data.metrics["value"] for r in runs.values() for k in r["kids"]
-              if k.data.tags["harness.state"] == "complete"]
+    # the one normalization: each distinct configuration (its params) is one, its values averaged;
+    # optimum = the best configuration mean, worst = the median one (no table of 'quad' exists)
+    by_config: dict[str, list[float]] = {}
+    for r in runs.values():
+        for k in r["kids"]:
+            if k.data.tags["harness.state"] == "complete":
+                by_config.setdefault(json.dumps(dict(sorted(k.data.params.items()))), []).append(
+                    k.data.metrics["value"])
+    means = [float(np.mean(v)) for v in by_config.values()]
     finals = {t: {r["seed"]: r["best"] for r in runs.values() if r["tuner"] == t} for t in TUNERS}
-    expected = verdict(finals, min(values), max(values), "minimize")  # the default range: all values seen
+    expected = verdict(finals, min(means), float(np.median(means)), "minimize")
     v = doc["verdict"]
-    assert (v["optimum"], v["worst"]) == (min(values), max(values))
+    assert (v["optimum"], v["worst"]) == (pytest.approx(min(means)), pytest.approx(float(np.median(means))))
+    assert v["normalization"] == {"optimum": v["optimum"], "worst": v["worst"], "source": v["range_source"]}
+    assert "median" in v["range_source"]
     assert list(v["tuners"]) == list(expected.tuners)
     rows = {r["tuner"]: r for r in doc["tuners"]}
     for t in TUNERS:
@@ -148,21 +157,28 @@ def test_verdict_equals_ranking_recomputed_from_the_runs(bench, capsys):
         assert rows[t]["ci95"] == pytest.approx(want["ci95"], rel=1e-12, abs=1e-15)
         assert rows[t]["ci95"][0] <= rows[t]["iqm"] <= rows[t]["ci95"][1]
         assert rows[t]["mean_rank"] == pytest.approx(want["mean_rank"])
-    assert v["friedman"]["pvalue"] == pytest.approx(expected.friedman.pvalue)
-    assert v["cd"] == pytest.approx(expected.cd) and v["groups"] == expected.groups
+        assert v["tuners"][t]["ci_level"] is None  # 2 seeds: no 95% interval, and it says so
+    # two tuners: the exact paired test, no Friedman and no Nemenyi CD
+    assert v["friedman"] is None and v["cd"] is None
+    assert v["paired_test"]["pvalue"] == expected.paired.pvalue and v["groups"] == expected.groups
     # regret and rank against the budget: one value per finished trial, ranks in [1, 2]
     curves = v["curves"]["trials"]
     assert curves["x"][0] == 1 and set(curves["mean_rank"]) == set(TUNERS)
     assert all(1.0 <= r <= 2.0 for t in TUNERS for r in curves["mean_rank"][t])
     assert "seconds" in v["curves"]
-    for name in ("cd_diagram", "regret_rank_trials", "regret_rank_seconds"):
+    for name in ("regret_rank_trials", "regret_rank_seconds"):
         assert (tmp / "plots" / f"{name}.png").stat().st_size > 0 and (tmp / "plots" / f"{name}.html").exists()
+    assert not (tmp / "plots" / "cd_diagram.png").exists()  # no critical difference for two tuners
     logged = {f.path for f in MlflowClient(uri).list_artifacts(doc["plots"]["run_id"])}
-    assert {"cd_diagram.png", "cd_diagram.html", "regret_rank_trials.png", "regret_rank_trials.html"} <= logged
+    assert {"regret_rank_trials.png", "regret_rank_trials.html", "compare.json"} <= logged
+    json.loads((tmp / "plots" / "compare.json").read_text(),
+               parse_constant=lambda c: pytest.fail(f"{c} in compare.json: not strict JSON"))
 
     assert main(["compare", "--benchmark", "b1", "--tracking-uri", uri]) == 0
     text = capsys.readouterr().out
-    assert "normalized regret" in text and "Friedman test over 2 seeds" in text and "CD groups" in text
+    assert "normalized regret" in text and "exact paired test over 2 seeds" in text and "groups" in text
+    assert main(["compare", "--benchmark", "b1", "--tracking-uri", uri, "--format", "markdown"]) == 0
+    assert "not a 95% interval" in capsys.readouterr().out  # 2 seeds (rich wraps the table's text)
     # a given range is used as is; one the wrong way round is one line, exit 2
     assert main(["compare", "--benchmark", "b1", "--tracking-uri", uri, "--format", "json",
                  "--optimum", "-1", "--worst", "100"]) == 0
