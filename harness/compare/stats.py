@@ -338,7 +338,14 @@ def value_range(records: list[SweepRecord], goal: str, optimum: float | None = N
     if optimum is not None and worst is not None:
         return optimum, worst, "optimum: --optimum; worst: --worst"
     metric = records[0].metric if records else "value"
-    if experiment is not None and not (records and records[0].objectives):
+    if records and records[0].objectives:  # hypervolume after each trial: cumulative, not one per configuration
+        hv = [v for s in records for v in s.complete_values()]
+        if not hv:
+            return optimum, worst, "none: no complete trial"
+        parts = ["optimum: --optimum" if optimum is not None else "optimum: the largest hypervolume reached",
+                 "worst: --worst" if worst is not None else "worst: the smallest hypervolume after a complete trial"]
+        return (max(hv) if optimum is None else optimum), (min(hv) if worst is None else worst), "; ".join(parts)
+    if experiment is not None:
         from harness.oracle import table_normalization
 
         found = table_normalization(experiment, metric, goal, optimum=optimum, worst=worst)  # type: ignore[arg-type]
