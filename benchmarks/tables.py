@@ -42,7 +42,8 @@ SPACES = ("gflownet-quick", "diffusion-quick", "locoprop-quick")
 GATES = {"topq_spearman": 0.8, "slope": 0.8, "min_regret": 0.05, "noise": (0.8, 1.25)}
 
 
-def out_of_fold(spec: Any, table: Any, folds: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def out_of_fold(spec: Any, table: Any, folds: int, seed: int = 0,
+                calibrate: bool = False) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(true mean final, out-of-fold prediction, config index) for every configuration with a
     complete final."""
     from harness.surrogate import Surrogate, row_params
@@ -59,12 +60,13 @@ def out_of_fold(spec: Any, table: Any, folds: int, seed: int = 0) -> tuple[np.nd
     pred = np.full(len(configs), np.nan)
     for f in range(folds):
         test = configs[fold == f]
-        sur = Surrogate(spec, table, configs=set(configs[fold != f].tolist()), seed=seed)
+        sur = Surrogate(spec, table, configs=set(configs[fold != f].tolist()), seed=seed, calibrate=calibrate)
         pred[fold == f] = sur.predict_finals([row_params(first.loc[c], spec) for c in test])
     return truth.to_numpy(float), pred, configs.tolist()
 
 
-def gates(space: str, table_path: Path, *, folds: int = 5, fresh: int = 4096, sims: int = 30) -> dict[str, Any]:
+def gates(space: str, table_path: Path, *, folds: int = 5, fresh: int = 4096, sims: int = 30,
+          calibrate: bool = False) -> dict[str, Any]:
     from scipy.stats import spearmanr
 
     from harness.oracle import load_table, noise_spread_ratio
@@ -87,7 +89,7 @@ def gates(space: str, table_path: Path, *, folds: int = 5, fresh: int = 4096, si
               finals[finals["state"] == "complete"].groupby("config_id")[col]}
     norm = normalization(values, goal)  # type: ignore[arg-type]
 
-    truth, pred, _ = out_of_fold(spec, df, folds)
+    truth, pred, _ = out_of_fold(spec, df, folds, calibrate=calibrate)
     sign = 1.0 if goal == "minimize" else -1.0
     order = np.argsort(sign * truth)
     q = order[:max(3, len(order) // 4)]
@@ -98,7 +100,7 @@ def gates(space: str, table_path: Path, *, folds: int = 5, fresh: int = 4096, si
     r_pred = normalized_regret(pred, norm.optimum, norm.worst, goal)
     slope = float(np.polyfit(r_true[h], r_pred[h], 1)[0]) if np.ptp(r_true[h]) > 0 else math.nan
 
-    sur = Surrogate(spec, df)
+    sur = Surrogate(spec, df, calibrate=calibrate)
     design = sobol_design(spec, fresh, seed=12_345)
     fresh_pred = sur.predict_finals(design)
     fresh_regret = normalized_regret(fresh_pred, norm.optimum, norm.worst, goal)
@@ -118,7 +120,7 @@ def gates(space: str, table_path: Path, *, folds: int = 5, fresh: int = 4096, si
             "normalization": norm.as_dict(), "spearman_all": rho_all, "topq_spearman": rho_top,
             "topq_configs": int(len(q)), "slope_top_half": slope, "min_regret_fresh": min_regret,
             "fresh_configs": fresh, "best_table_regret": best_seen, "noise": noise, "passed": passed,
-            "accepted": all(passed.values()), "seconds": time.perf_counter() - t0}
+            "accepted": all(passed.values()), "calibrated": calibrate, "seconds": time.perf_counter() - t0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", type=int, default=4096)
     ap.add_argument("--sims", type=int, default=30)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--calibrated", action="store_true",
+                    help="the surrogate with its calibration line (Surrogate(calibrate=True)), nested in each fold")
     args = ap.parse_args(argv)
     rows = []
     print(f"{'table':16} {'cfgs':>5} {'seeds':>5} {'trials':>6} {'cpu_s':>7} {'rho':>6} {'topq':>6} "
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     for space in args.spaces:
         try:
             path = find_table(space)
-            r = gates(space, path, folds=args.folds, fresh=args.fresh, sims=args.sims)  # type: ignore[arg-type]
+            r = gates(space, path, folds=args.folds, fresh=args.fresh, sims=args.sims,  # type: ignore[arg-type]
+                      calibrate=args.calibrated)
         except TableError as exc:
             print(f"{space:16} {exc}")
             continue

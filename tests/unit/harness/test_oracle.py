@@ -217,3 +217,31 @@ def test_to_unit_inverts_from_unit(name: str) -> None:
         v = from_unit(p, float(u))
         back = from_unit(p, to_unit(p, v))
         assert back == v if not isinstance(v, float) else back == pytest.approx(v, rel=1e-12)
+
+
+def test_surrogate_calibration_is_monotone_stays_in_range_and_stretches(spec) -> None:
+    from scipy.stats import spearmanr
+
+    from harness.surrogate import Surrogate
+
+    table = synthetic(0.02, configs=120)
+    raw, cal = Surrogate(spec, table), Surrogate(spec, table, calibrate=True)
+    assert raw.calibration is None and cal.calibration is not None
+    a, b = cal.calibration
+    assert b > 1.0  # the forest's predictions shrink toward the middle: the line stretches them
+    configs = [{"x1": float(x1), "x2": float(x2)} for x1, x2 in np.random.default_rng(5).random((200, 2))]
+    p, q = raw.predict_finals(configs), cal.predict_finals(configs)
+    vals = table["metric.value"]
+    assert q.min() >= vals.min() and q.max() <= vals.max()
+    inside = (q > vals.min()) & (q < vals.max())
+    assert spearmanr(p[inside], q[inside]).statistic == pytest.approx(1.0)  # ranks unchanged
+    # the whole curve goes through the same map: the final equals the batched prediction
+    assert cal.predict(configs[0]).metrics["value"] == pytest.approx(q[0])
+    # and it moves predictions toward the truth at the good end
+    truth = np.array([truth_of(c) for c in configs])
+    best = np.argsort(truth)[:20]
+    assert np.abs(np.log(q[best] / truth[best])).mean() < np.abs(np.log(p[best] / truth[best])).mean()
+
+
+def truth_of(c: dict) -> float:
+    return truth(c["x1"], c["x2"]) * (1 + 1 / 8)
