@@ -291,10 +291,13 @@ class TableOracle:
     """A trial's curve (see the module doc): the table's exact row for a tabulated configuration
     under a tabulated seed; else a center (the configuration's tabulated mean, or the surrogate's
     prediction, fitted on first use) plus one seed's deviation drawn from nearby configurations.
-    ``noise=False``: the center alone (the deterministic surrogate of earlier versions)."""
+    ``noise=False``: the center alone (the deterministic surrogate of earlier versions).
+    ``calibrate=True``: the surrogate's calibration line (:class:`harness.surrogate.Surrogate`)."""
 
-    def __init__(self, spec: SweepSpec, table: Any, *, noise: bool = True, neighbours: int = NEIGHBOURS) -> None:
+    def __init__(self, spec: SweepSpec, table: Any, *, noise: bool = True, neighbours: int = NEIGHBOURS,
+                 calibrate: bool = False) -> None:
         self.spec = spec
+        self.calibrate = calibrate  # Surrogate(calibrate=...): see harness.surrogate
         self.table = table
         self.noise = noise
         self.neighbours = neighbours
@@ -323,7 +326,7 @@ class TableOracle:
     @property
     def surrogate(self) -> Surrogate:
         if self._surrogate is None:
-            self._surrogate = Surrogate(self.spec, self.table)
+            self._surrogate = Surrogate(self.spec, self.table, calibrate=self.calibrate)
         return self._surrogate
 
     @property
