@@ -111,7 +111,7 @@ def test_two_resumes_started_at_once_exactly_one_runs(tmp_path, write_space):
 
 
 # -- torn state files (the repair itself: tests/unit/harness/test_files.py) ---------------------
-@pytest.mark.slow  # ~16 s; the repair itself is tested above in the default run
+@pytest.mark.slow  # ~16 s; the repair itself is in the default run (test_files.py)
 def test_a_torn_optuna_journal_is_repaired_on_resume(tmp_path, write_space):
     space = write_space(SPACE.replace("pause: 0.25", "pause: 0.01").replace("trials: 6", "trials: 3"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
