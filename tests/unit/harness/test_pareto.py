@@ -225,3 +225,23 @@ def test_branin_currin_grid_hypervolume_approaches_max():
     hv = hypervolume(thin, goals, ref)
     max_hv = 59.36011874867746  # BoTorch's BraninCurrin.max_hv
     assert max_hv * 0.99 < hv <= max_hv * (1 + 1e-9)
+
+
+def test_a_hypervolume_of_zero_says_why():
+    from harness.pareto import zero_volume_reason
+
+    pts = [[5.5, 1.0], [1.0, 7.0], [6.0, 6.0]]  # none is better than (5, 5) in both objectives
+    assert hypervolume(pts, [MIN, MIN], [5.0, 5.0]) == 0.0
+    why = zero_volume_reason(pts, [MIN, MIN], [5.0, 5.0])
+    assert why == ("hypervolume 0: no complete trial is better than the reference point [5.0, 5.0] in every "
+                   "objective (not better: objective 1 in 2 of 3, objective 2 in 2 of 3); move the reference "
+                   "point (the spec's metrics' reference) past the values the trials reach")
+    assert zero_volume_reason(pts, [MIN, MIN], [5.0, 8.0]) is None  # (1, 7) is inside: volume > 0
+    assert zero_volume_reason([[5.0, 1.0]], [MIN, MIN], [5.0, 5.0]) is not None  # on the boundary: no volume
+    assert zero_volume_reason(pts, [MIN, MIN], None) is None
+    assert zero_volume_reason([[math.nan, 1.0]], [MIN, MIN], [5.0, 5.0]) is None  # nothing complete
+    assert zero_volume_reason([[-1.0, 1.0]], [MAX, MIN], [0.0, 5.0]) is not None  # -1 is worse when maximized
+    trials = [trial(0, 5.5, 1.0), trial(1, 1.0, 7.0)]
+    doc = front_records(trials, ["branin", "currin"], [MIN, MIN], reference=[5.0, 5.0]).to_json()
+    assert doc["hypervolume"] == 0.0 and doc["note"].startswith("hypervolume 0: no complete trial")
+    assert "note" not in front_records(trials, ["branin", "currin"], [MIN, MIN], reference=[5.0, 8.0]).to_json()
