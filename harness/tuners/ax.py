@@ -55,6 +55,7 @@ from harness.trials import (
     interrupted_result,
     objective_values,
     resume_rule,
+    trial_seed,
 )
 from harness.tuners.base import Tuner, TunerError, TunerOptions, sample_uniform
 
@@ -428,6 +429,7 @@ class AxTuner(Tuner):
         asked, told = self._read_log()
         for r in told:  # told, but maybe not saved before the driver died
             self._finish(r)
+        runs = {r.number: r for r in told}  # seed and seconds: Ax keeps neither
         trials = self.client._experiment.trials
         for idx, trial in trials.items():  # computed ahead, never handed out: not interrupted
             if (asked is not None and idx not in asked and trial.status.name in ("RUNNING", "CANDIDATE", "STAGED")):
@@ -438,18 +440,22 @@ class AxTuner(Tuner):
                 continue
             params = self.tr.to_spec(dict(trial.arm.parameters), self.spec)
             status = trial.status.name
+            told_run = runs.get(idx)
+            seed = told_run.seed if told_run is not None else trial_seed(self.seed, idx)
+            seconds = told_run.seconds if told_run is not None else None
             if status in ("RUNNING", "CANDIDATE", "STAGED") or trial.status_reason == INTERRUPTED:
                 if status != "FAILED":
                     self.client.mark_trial_failed(idx, failed_reason=INTERRUPTED)
-                results.append(interrupted_result(idx, params))
+                results.append(interrupted_result(idx, params, seed=seed, seconds=seconds or 0.0))
                 continue
             state = {"COMPLETED": TrialState.COMPLETE, "EARLY_STOPPED": TrialState.PRUNED,
                      "ABANDONED": TrialState.PRUNED}.get(status, TrialState.FAILED)
             value, steps = self._last_value(idx)
             reason = trial.status_reason if state is TrialState.FAILED else None
             metrics = self._final_metrics(idx) if self.spec.multi and state is TrialState.COMPLETE else {}
-            results.append(TrialResult(idx, params, state, value=value, steps=steps, reason=reason,
-                                       metrics=metrics, seconds=float(metrics.get("seconds", 0.0))))
+            results.append(TrialResult(idx, params, state, value=value, steps=steps, reason=reason, seed=seed,
+                                       metrics=metrics, seconds=seconds if seconds is not None
+                                       else float(metrics.get("seconds", 0.0))))
         requeue: list[TrialResult] = []
         out = resume_rule(results, done, requeue.append)
         self._generated = len(out.finished)
@@ -661,7 +667,7 @@ class AxTuner(Tuner):
 
     def _log_result(self, r: TrialResult) -> None:
         rec: dict[str, Any] = {"event": "told", "number": r.number, "state": r.state.value, "value": r.value,
-                               "steps": r.steps, "reason": r.reason}
+                               "steps": r.steps, "reason": r.reason, "seed": r.seed, "seconds": r.seconds}
         if self.spec.multi and r.state is TrialState.COMPLETE:
             rec["metrics"] = dict(zip([m.name for m in self.spec.metrics],
                                       objective_values(r, [m.name for m in self.spec.metrics]) or [], strict=False))
@@ -690,7 +696,9 @@ class AxTuner(Tuner):
             params = self.tr.to_spec(dict(trial.arm.parameters), self.spec)
             told.append(TrialResult(rec["number"], params, TrialState(rec["state"]), value=rec["value"],
                                     steps=int(rec["steps"] or 0), reason=rec["reason"],
-                                    metrics=dict(rec.get("metrics") or {})))
+                                    metrics=dict(rec.get("metrics") or {}),
+                                    seed=int(rec.get("seed", trial_seed(self.seed, rec["number"]))),
+                                    seconds=float(rec.get("seconds", 0.0))))
         return asked, told
 
     def _save(self) -> None:

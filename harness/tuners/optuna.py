@@ -35,6 +35,7 @@ from harness.trials import (
     TrialState,
     objective_values,
     resume_rule,
+    trial_seed,
 )
 from harness.tuners.base import Tuner, TunerError, TunerOptions
 
@@ -160,6 +161,7 @@ OWNER_ATTR = "harness_owner"
 
 
 STEPS_ATTR = "harness_steps"  # a multi-objective trial's steps (it has no intermediate values)
+RUN_ATTR = "harness_run"  # {"seed", "seconds"} of a finished trial, read back on resume
 
 
 def _steps(trial: optuna.trial.FrozenTrial) -> int:
@@ -204,9 +206,10 @@ class OptunaTuner(Tuner):
                              f"{', '.join(MULTI_SAMPLERS)}")
 
     def __init__(self, spec: SweepSpec, study: optuna.Study, state_dir: Path | None = None,
-                 lost: _RetryAndRecord | None = None) -> None:
+                 lost: _RetryAndRecord | None = None, seed: int = 0) -> None:
         self.spec = spec
         self.study = study
+        self.seed = seed  # the sweep's seed: a trial's seed when its record lacks one
         self._lost = lost  # other processes' trials this one found dead
         self.dists = distributions(spec)
         self._trials: dict[int, optuna.Trial] = {}
@@ -249,7 +252,7 @@ class OptunaTuner(Tuner):
         if n:  # resumed or shared: a sampler restarted from the same seed would replay its draws
             study.sampler = make_sampler(options.sampler, (options.seed + 1_000_003 * n) % 2**31)
         callback = getattr(storage, "heartbeat_stale_trial_callback", None)
-        return cls(spec, study, state_dir=options.state_dir,
+        return cls(spec, study, state_dir=options.state_dir, seed=options.seed,
                    lost=callback if isinstance(callback, _RetryAndRecord) else None)
 
     def enqueue(self, params: dict[str, Any]) -> None:
@@ -306,8 +309,14 @@ class OptunaTuner(Tuner):
             except RuntimeError:  # already finished by the heartbeat check
                 if not skip:
                     raise
-        if self.spec.multi and not isinstance(trial, int):  # no intermediate values: keep the steps
-            trial.set_user_attr(STEPS_ATTR, result.steps)
+        if not isinstance(trial, int):
+            try:  # what a resume reads back besides Optuna's own record
+                trial.set_user_attr(RUN_ATTR, {"seed": result.seed, "seconds": result.seconds})
+                if self.spec.multi:  # no intermediate values: keep the steps
+                    trial.set_user_attr(STEPS_ATTR, result.steps)
+            except RuntimeError:  # already finished by the heartbeat check
+                if not skip:
+                    raise
         if result.state is TrialState.COMPLETE and self.spec.multi:
             values = objective_values(result, [m.name for m in self.spec.metrics])
             self.study.tell(trial, values, skip_if_finished=skip)
@@ -374,8 +383,10 @@ class OptunaTuner(Tuner):
             values = t.values if t.state == OptunaState.COMPLETE and t.values else None
             value = values[0] if values else t.intermediate_values.get(steps)
             metrics = dict(zip([m.name for m in self.spec.metrics], values, strict=True)) if values else {}
+            run = t.user_attrs.get(RUN_ATTR) or {}  # absent: interrupted, or a sweep of an older harness
             result = TrialResult(t.number, dict(t.params), state, value=value, steps=steps, metrics=metrics,
-                                 seconds=float(metrics.get("seconds", 0.0)),
+                                 seconds=float(run.get("seconds", metrics.get("seconds", 0.0))),
+                                 seed=int(run.get("seed", trial_seed(self.seed, t.number))),
                                  reason=INTERRUPTED if interrupted else None)
             results.append(result)
         return resume_rule(results, requeued, lambda r: self.study.enqueue_trial(

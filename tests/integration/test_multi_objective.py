@@ -74,6 +74,11 @@ def check_front(uri: str, parent_id: str, n: int) -> dict:
     doc = json.loads(Path(client.download_artifacts(parent_id, N.ARTIFACT_PARETO)).read_text())
     on_front = {c.info.run_id for c, on in zip(complete, mask, strict=True) if on}
     assert {m["run_id"] for m in doc["front"]} == on_front
+    by_run = {c.info.run_id: c for c in children}  # a resumed sweep's members too: their own seed and seconds
+    for m in doc["front"]:
+        run = by_run[m["run_id"]]
+        assert m["seed"] == int(run.data.tags[N.TAG_SEED]) and m["seed"] != 0
+        assert m["metrics"]["seconds"] == pytest.approx(run.data.metrics[N.METRIC_SECONDS]) and m["metrics"]["seconds"] > 0
     assert doc["hypervolume"] == pytest.approx(final, rel=1e-9)
     assert doc["reference_source"] == "spec"
     return doc
