@@ -87,7 +87,13 @@ def distributions(spec: SweepSpec) -> dict[str, BaseDistribution]:
     return out
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def population_size(options: TunerOptions) -> Any:
+    """NSGA-II's population size as given (checked by :meth:`OptunaTuner.check`): the typed
+    option, else ``tuner_options["population_size"]``; None: Optuna's default of 50."""
+    return options.population_size if options.population_size is not None else options.extra.get("population_size")
+
+
+def make_sampler(name: str, seed: int, population: int | None = None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     if name == "random":
@@ -96,8 +102,8 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GPSampler(seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "nsga2":  # a first generation of population_size random trials, then evolution
+        return optuna.samplers.NSGAIISampler(seed=seed, **({"population_size": population} if population else {}))
     raise TunerError(f"--sampler {name}: unknown sampler (use one of {', '.join(SAMPLERS)})")
 
 
@@ -190,7 +196,7 @@ def _owner(state_dir: Path | None) -> str | None:
 class OptunaTuner(Tuner):
     name = "optuna"
     resumable = True
-    takes = ("sampler", "pruner", "storage")
+    takes = ("sampler", "pruner", "storage", "population_size")
 
     @classmethod
     def check(cls, spec: SweepSpec, options: TunerOptions) -> None:
@@ -201,6 +207,13 @@ class OptunaTuner(Tuner):
         if spec.multi and options.pruner != "none":
             raise TunerError(f"--pruner {options.pruner}: Optuna cannot prune a study with several objectives "
                              f"({', '.join(m.name for m in spec.metrics)}); use --pruner none")
+        size = population_size(options)
+        if size is not None:
+            if options.sampler != "nsga2":
+                raise TunerError(f"--population-size {size}: only --sampler nsga2 has a population "
+                                 f"(got --sampler {options.sampler})")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+                raise TunerError(f"--population-size {size}: must be a whole number >= 2 (NSGA-II crosses two parents)")
         if spec.multi and options.sampler not in MULTI_SAMPLERS:
             raise TunerError(f"--sampler {options.sampler}: takes one objective; with several use one of "
                              f"{', '.join(MULTI_SAMPLERS)}")
@@ -237,7 +250,8 @@ class OptunaTuner(Tuner):
     @classmethod
     def from_spec(cls, spec: SweepSpec, options: TunerOptions) -> OptunaTuner:
         optuna.logging.set_verbosity(logging.WARNING)
-        sampler = make_sampler(options.sampler, options.seed)
+        population = population_size(options)
+        sampler = make_sampler(options.sampler, options.seed, population)
         pruner = make_pruner(options.pruner)
         storage = make_storage(options.storage, options.state_dir)
         study = optuna.create_study(
@@ -250,7 +264,7 @@ class OptunaTuner(Tuner):
         )
         n = len(study.get_trials(deepcopy=False))
         if n:  # resumed or shared: a sampler restarted from the same seed would replay its draws
-            study.sampler = make_sampler(options.sampler, (options.seed + 1_000_003 * n) % 2**31)
+            study.sampler = make_sampler(options.sampler, (options.seed + 1_000_003 * n) % 2**31, population)
         callback = getattr(storage, "heartbeat_stale_trial_callback", None)
         return cls(spec, study, state_dir=options.state_dir, seed=options.seed,
                    lost=callback if isinstance(callback, _RetryAndRecord) else None)
