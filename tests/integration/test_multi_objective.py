@@ -84,6 +84,26 @@ def check_front(uri: str, parent_id: str, n: int) -> dict:
     return doc
 
 
+def check_display(summary, doc: dict) -> None:
+    """The summary and a benchmark's line show the hypervolume (not the first metric's best); the
+    front table names each member's run."""
+    from rich.console import Console
+
+    from harness.display import fmt, front_summary, summary_table, sweep_line
+
+    console = Console(width=400, record=True)
+    console.print(summary_table(summary))
+    console.print(front_summary(summary))
+    text = console.export_text()
+    rows = [[c.strip() for c in line.split("│") if c.strip()] for line in text.splitlines()]
+    assert ["hypervolume", f"{fmt(doc['hypervolume'])}  (reference point 150, 12: spec)"] in rows
+    assert "best params" not in text
+    for m in doc["front"]:
+        assert m["run_id"] in text
+    assert sweep_line(summary).startswith(f"  {summary.name}: hypervolume {fmt(doc['hypervolume'])}, "
+                                          f"{summary.stats.finished} trials")
+
+
 CASES = [("optuna", "tpe", 14), pytest.param("optuna", "nsga2", 14, marks=pytest.mark.slow),
          ("random", "tpe", 14), pytest.param("ax", "tpe", 7, marks=pytest.mark.slow)]  # slow: ~15 s together
 
@@ -98,6 +118,7 @@ def test_multi_objective_contract(tmp_path, space, tuner, sampler, trials):
                            tuner_options={"ax_init_trials": 4} if tuner == "ax" else {})
     summary = launch(options)
     doc = check_front(uri, summary.parent_run_id, trials)
+    check_display(summary, doc)
     member = doc["front"][0]
     assert set(member) == {"number", "params", "metrics", "run_id", "seed"}
     assert set(member["params"]) == {"x0", "x1"} and set(NAMES) <= set(member["metrics"])

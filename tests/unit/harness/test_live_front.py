@@ -111,3 +111,29 @@ def test_nsga2_population_size_is_settable_and_checked():
     for bad in (1, 0, 2.5, True):
         with pytest.raises(TunerError, match=f"--population-size {bad}: must be a whole number >= 2"):
             OptunaTuner.check(spec, TunerOptions(sampler="nsga2", population_size=bad))
+
+
+def test_the_summary_says_why_a_hypervolume_is_zero_and_uses_the_kept_default_reference(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.display import hypervolume_text
+    from harness.files import write_atomic
+    from harness.front import REFERENCE_FILE
+    from harness.recorder import SweepStats
+
+    spec = load_spec("branin-currin")  # reference point (18, 6) in the spec
+    stats = SweepStats(budget=2)
+    for n, (b, c) in enumerate([(30.0, 2.0), (10.0, 9.0)]):  # neither beats (18, 6) in both
+        stats.add(TrialResult(n, {}, TrialState.COMPLETE, value=b, metrics={"branin": b, "currin": c}), spec.metric)
+    summary = SimpleNamespace(spec=spec, stats=stats, state_dir=tmp_path)
+    assert hypervolume_text(summary) == (
+        "0  (reference point 18, 6: spec); hypervolume 0: no complete trial is better than the reference point "
+        "[18.0, 6.0] in every objective (not better: objective 1 in 1 of 2, objective 2 in 1 of 2); move the "
+        "reference point (the spec's metrics' reference) past the values the trials reach")
+    free = spec.model_copy(update={"metrics": [m.model_copy(update={"reference": None}) for m in spec.metrics]})
+    summary.spec = free
+    assert hypervolume_text(summary) == "-  (no complete trial)"  # no default chosen yet
+    write_atomic(tmp_path / REFERENCE_FILE, '{"metrics": ["branin", "currin"], "reference": [40.0, 10.0], '
+                                            '"curves_logged": true}')
+    # (30, 2) and (10, 9) under (40, 10): 10 * 8 + 30 * 1 - overlap (10 * 1) = 100
+    assert hypervolume_text(summary) == "100  (reference point 40, 10: default)"
