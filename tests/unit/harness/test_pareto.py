@@ -245,3 +245,36 @@ def test_a_hypervolume_of_zero_says_why():
     doc = front_records(trials, ["branin", "currin"], [MIN, MIN], reference=[5.0, 5.0]).to_json()
     assert doc["hypervolume"] == 0.0 and doc["note"].startswith("hypervolume 0: no complete trial")
     assert "note" not in front_records(trials, ["branin", "currin"], [MIN, MIN], reference=[5.0, 8.0]).to_json()
+
+
+def test_three_objectives_are_drawn_as_a_scatter_matrix_without_a_staircase(tmp_path):
+    """A staircase through two of three objectives joins points that are not neighbours: with 3+
+    objectives every pair gets its own panel, the front (of all objectives) highlighted, no line."""
+    import matplotlib.pyplot as plt
+
+    from harness.pareto_plots import front_figures, write_fronts
+
+    rng = np.random.default_rng(0)
+    pts = rng.random((30, 3))
+    goals = [MIN, MAX, MIN]
+    front = pts[pareto_mask(pts, goals)]
+    fig, pfig = front_figures({"trials": pts}, ["a", "b", "c"], goals, "t", reference=[1.0, 0.0, 1.0])
+    assert len(fig.axes) == 9
+    for k, ax in enumerate(fig.axes):
+        i, j = divmod(k, 3)
+        assert len(ax.lines) == 0, "no staircase"
+        if i == j:
+            continue
+        drawn = [c.get_offsets() for c in ax.collections]  # dominated, front, reference point
+        assert np.array_equal(np.asarray(drawn[1]), front[:, [j, i]])  # the same front in every panel
+        assert np.array_equal(np.asarray(drawn[2]), [[[1.0, 0.0, 1.0][j], [1.0, 0.0, 1.0][i]]])
+    plt.close(fig)
+    assert [t.type for t in pfig.data] == ["splom", "splom", "splom"]
+    assert [d["label"] for d in pfig.data[1].dimensions] == ["a", "b", "c"]
+    assert np.array_equal(np.column_stack([d["values"] for d in pfig.data[1].dimensions]), front)
+    # two objectives keep the staircase, one line per front
+    fig2, _ = front_figures({"trials": pts[:, :2]}, ["a", "b"], goals[:2], "t")
+    assert len(fig2.axes) == 1 and len(fig2.axes[0].lines) == 1
+    plt.close(fig2)
+    paths = write_fronts({"x": pts, "y": pts[::-1] * 0.9}, ["a", "b", "c"], goals, tmp_path, "two groups")
+    assert [p.name for p in paths] == ["pareto.png", "pareto.html"] and all(p.stat().st_size > 0 for p in paths)
