@@ -118,8 +118,6 @@ def test_a_journal_lock_left_by_a_killed_driver_is_broken(tmp_path, monkeypatch)
     """The default storage is a journal in a relative folder (.harness/sweeps/NAME). A driver
     killed while holding its lock leaves the lock behind; the next driver must break it after
     the grace period (it once spun forever: the symlink's relative target was never found)."""
-    import time
-
     import optuna
 
     from harness.tuners.optuna import make_storage
@@ -130,11 +128,10 @@ def test_a_journal_lock_left_by_a_killed_driver_is_broken(tmp_path, monkeypatch)
     optuna.create_study(storage=first, study_name="crashy")
     first._backend._lock.acquire()  # held, and never released: the driver died here
     assert (state_dir / "optuna.journal.lock").is_symlink()
-    t0 = time.monotonic()
     again = optuna.load_study(study_name="crashy", storage=make_storage(None, state_dir))
-    again.ask()  # writes to the journal: needs the lock
-    assert time.monotonic() - t0 < 30
-    assert len(again.trials) == 1
+    again.ask()  # writes to the journal: needs the lock (the timeout marker catches a spin)
+    assert [t.number for t in again.trials] == [0]
+    assert not (state_dir / "optuna.journal.lock").exists(), "the stale lock was broken and released"
 
 
 def test_a_shared_study_reports_every_process_progress(tmp_path):
