@@ -265,6 +265,22 @@ class Recorder:
         self._log_file.write(json.dumps(record) + "\n")
         self._log_file.flush()
 
+    # -- for drivers: what they took from the tracker and the statistics ------------------------
+    def reconcile(self, lost: list[TrialResult]) -> None:
+        """Trials of other processes on a shared study, found dead: settle their child runs."""
+        if lost:
+            self.tracker.reconcile(lost)
+
+    def trial_metrics(self, number: int, step: int, metrics: dict[str, float]) -> None:
+        """Metrics of a running trial that are not one of its reports (PBT's changed
+        hyperparameters, ``pbt.NAME``): logged at ``step``, never a prune decision."""
+        self.tracker.trial_report(number, step, metrics)
+
+    def mark_stopped(self) -> None:
+        """The driver's loop has ended: no trial of this sweep runs any more."""
+        self.stats.running = 0
+        self.update(force=True)
+
 
 def read_events(state_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """The event log of a sweep: key (or number) -> its last ``started`` record, and -> its
