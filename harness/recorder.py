@@ -281,6 +281,12 @@ class Recorder:
         self.stats.running = 0
         self.update(force=True)
 
+    def mark_interrupted(self) -> None:
+        """Ctrl-C ended the sweep: it stopped ``interrupted`` (exit 130, resumable), also when
+        another rule (``--timeout``, the step budget) had stopped dispatching before."""
+        self.request_stop(INTERRUPTED)
+        self.stats.stopped_early = INTERRUPTED
+
 
 def read_events(state_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """The event log of a sweep: key (or number) -> its last ``started`` record, and -> its

@@ -400,7 +400,7 @@ class RayTuneDriver:
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still record what ran
             rec.request_stop()
         if rec.stop_reason == INTERRUPTED:
-            rec.should_stop()
+            rec.mark_interrupted()
             callback.interrupt_running()
         if rec.stats.first_dispatch is not None:
             self.startup_seconds = rec.stats.first_dispatch - t0

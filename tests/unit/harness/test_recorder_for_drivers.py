@@ -49,3 +49,18 @@ def test_trial_metrics_reconcile_and_mark_stopped(tmp_path):
     assert [(m.step, m.value) for m in history] == [(3, 3.0)]
     lost = kids[7].data.tags  # another process's trial, settled by this one
     assert (lost[N.TAG_STATE], lost[N.TAG_REASON]) == ("failed", "worker died")
+
+
+def test_ctrl_c_after_a_timeout_still_ends_the_sweep_interrupted():
+    """Dispatch stopped by --timeout, then Ctrl-C ends the trials still running: the sweep stops
+    ``interrupted`` (exit 130, resumable), not ``timeout`` (which would read as finished)."""
+    from harness.tracking import NullTracker
+
+    now = [0.0]
+    rec = Recorder(SPEC, NullTracker(), budget=3, timeout=5.0, clock=lambda: now[0])
+    now[0] = 6.0
+    assert rec.should_stop() == "timeout after 5 s" and not rec.interrupted
+    rec.request_stop()  # the first Ctrl-C: another rule already stopped dispatch
+    assert rec.should_stop() == "timeout after 5 s"
+    rec.mark_interrupted()
+    assert rec.interrupted and rec.should_stop() == "interrupted" and rec.stop_reason == "interrupted"
