@@ -287,15 +287,3 @@ class Recorder:
         self.request_stop(INTERRUPTED)
         self.stats.stopped_early = INTERRUPTED
 
-
-def read_events(state_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The event log of a sweep: key (or number) -> its last ``started`` record, and -> its
-    ``finished`` one. Call :func:`harness.files.repair_jsonl` on it first."""
-    from harness.files import read_jsonl
-
-    started: dict[str, dict[str, Any]] = {}
-    finished: dict[str, dict[str, Any]] = {}
-    for rec in read_jsonl(state_dir / EVENT_LOG):
-        key = str(rec.get("key", rec.get("number")))
-        (started if rec.get("event") == "started" else finished)[key] = rec
-    return started, finished
