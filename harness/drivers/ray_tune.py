@@ -11,6 +11,11 @@ Ctrl-C: Tune's own SIGINT handler is off (``TUNE_DISABLE_SIGINT_HANDLER``); the 
 the recorder's stop flag, and the callback then ends Tune's loop through ``SIGUSR1`` (Tune's
 "stop, save the experiment" signal), so the running trials stay unfinished in Tune's state; the
 recorder records them failed, reason ``interrupted``, and ``harness resume`` runs them again.
+
+Resume: the backend's ``restore()`` reads what finished and what was running into a frozen
+:class:`~harness.tuners.ray.RayResume`; this driver restores Tune's experiment (``Tuner.restore``)
+and runs it with a new callback built from that state and a new searcher (Tune restores its saved
+state onto it), so nothing of the driver travels through Tune's pickles.
 """
 
 from __future__ import annotations
