@@ -25,6 +25,7 @@ trial event to the same recorder as the ask/tell driver. This file only proposes
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,14 +218,19 @@ class BudgetedSearch(BasicVariantGenerator):
     """Tune's random search, which stops proposing once the recorder's stop rules say so
     (Ctrl-C, ``--timeout``, the step budget); running trials finish, as with the other tuners.
 
-    ``should_stop`` is the running driver's and never saved: Tune pickles the searcher into its
-    experiment folder (``tuner.pkl``, its searcher state), and a resumed sweep's driver builds a
-    new searcher onto which Tune restores the saved state, keeping the new ``should_stop``."""
+    ``should_stop`` and ``samples`` (the sweep's budget) are the running driver's and never
+    saved: Tune pickles the searcher into its experiment folder (``tuner.pkl``, its searcher
+    state), and a resumed sweep's driver builds a new searcher onto which Tune restores the saved
+    state, keeping the new ones; a larger ``--trials`` on resume adds the missing samples.
+    """
+
+    OWN = ("_should_stop", "_samples")  # the driver's, not Tune's state
 
     def __init__(self, *args: Any, should_stop: Callable[[], str | None] | None = None,
-                 **kwargs: Any) -> None:
+                 samples: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._should_stop = should_stop
+        self._samples = samples
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_should_stop": None}
@@ -232,12 +238,38 @@ class BudgetedSearch(BasicVariantGenerator):
     def get_state(self) -> Any:
         state = super().get_state()
         if isinstance(state, dict):
-            state.pop("_should_stop", None)
+            for key in self.OWN:
+                state.pop(key, None)
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Tune's restore of a saved state (``__dict__.update`` in Tune): ours is kept."""
-        super().set_state({k: v for k, v in state.items() if k != "_should_stop"})
+        """Tune's restore of a saved state (``__dict__.update`` in Tune): ours is kept; a search
+        the last driver's stop rules (``--timeout``, Ctrl-C) ended goes on with the samples it
+        had not proposed (``next_trial`` finds out again whether any are left); a budget larger
+        than the saved run's number of samples is made up (:meth:`_extend`)."""
+        super().set_state({k: v for k, v in state.items() if k not in self.OWN})
+        self._finished = False
+        self._extend()
+
+    def _extend(self) -> None:
+        """A resumed sweep with a larger ``--trials``: Tune's saved state holds the first run's
+        number of samples (its trials indexed 0 .. n-1), so the missing ones are chained as one
+        more iterator over the same space, indexed from n on, drawn from the same random stream
+        (one variant per sample: the space has no grid). Tune's own ``_TrialIterator``, as its
+        ``add_configurations`` builds it (Tune has no public way to grow a restored search)."""
+        more = (self._samples or 0) - self._total_samples
+        if more <= 0 or not self._iterators:
+            return
+        from ray.tune.search.basic_variant import _TrialIterator
+
+        spec = {**self._iterators[-1].unresolved_spec, "num_samples": more}
+        iterator = _TrialIterator(uuid_prefix=self._uuid_prefix, num_samples=more, unresolved_spec=spec,
+                                  constant_grid_search=self._constant_grid_search, points_to_evaluate=[],
+                                  lazy_eval=False, start=self._total_samples,
+                                  random_state=self._random_state)
+        self._iterators.append(iterator)
+        self._trial_generator = itertools.chain(self._trial_generator, iterator)
+        self._total_samples += more
 
     def next_trial(self) -> Any:
         if self._should_stop is not None and self._should_stop():
@@ -288,7 +320,7 @@ class RayTuneBackend:
     def searcher(self, should_stop: Callable[[], str | None]) -> BudgetedSearch:
         """Tune's random search, seeded by ``--seed``, given points first, bounded by the stop rules."""
         return BudgetedSearch(points_to_evaluate=self.points or None, random_state=self.options.seed,
-                              should_stop=should_stop)
+                              should_stop=should_stop, samples=self.options.budget)
 
     def make_scheduler(self) -> Any:
         return make_scheduler(self.scheduler, self.spec, self.options.extra)

@@ -139,6 +139,54 @@ def test_the_searcher_keeps_the_running_drivers_stop_rule_through_tunes_save_and
     assert resumed.next_trial() is None and resumed.is_finished()  # the new stop rule was asked
 
 
+def _fn(config: dict) -> None:
+    """A trainable for Tune's search to name (never run here)."""
+
+
+def test_a_resumed_search_with_a_larger_budget_adds_the_missing_samples():
+    """``harness resume NAME --trials 5`` of a 3-trial Ray Tune sweep: Tune's saved search holds 3
+    samples; the restored one makes up 2 more, indexed 3 and 4, from the same space; with an
+    equal budget it adds none."""
+    from ray import cloudpickle
+    from ray.tune.experiment import Experiment
+
+    first = ray_backend.BudgetedSearch(random_state=0, should_stop=lambda: None, samples=3)
+    first.add_configurations([Experiment("tune", _fn, config={"x": ray_backend.tune.uniform(2, 3)},
+                                         num_samples=3)])
+    assert [ray_backend.trial_number(first.next_trial().trial_id) for _ in range(3)] == [0, 1, 2]
+    assert first.next_trial() is None and first.is_finished()
+    saved = cloudpickle.dumps(first.get_state())  # as Tune saves it into the experiment folder
+
+    resumed = ray_backend.BudgetedSearch(random_state=0, should_stop=lambda: None, samples=5)
+    resumed.set_state(cloudpickle.loads(saved))
+    more = [resumed.next_trial() for _ in range(3)]
+    assert [ray_backend.trial_number(t.trial_id) for t in more[:2]] == [3, 4] and more[2] is None
+    assert all(2 <= t.config["x"] <= 3 for t in more[:2]) and resumed.total_samples == 5
+    same = ray_backend.BudgetedSearch(random_state=0, should_stop=lambda: None, samples=3)
+    same.set_state(cloudpickle.loads(saved))
+    assert same.next_trial() is None and same.total_samples == 3
+
+
+def test_a_search_stopped_by_a_rule_proposes_the_rest_when_resumed():
+    """A sweep whose dispatch --timeout (or Ctrl-C) stopped after 2 of 5 samples: the resumed
+    search proposes samples 2, 3 and 4, then is finished."""
+    from ray import cloudpickle
+    from ray.tune.experiment import Experiment
+
+    stop: list[str | None] = [None]
+    first = ray_backend.BudgetedSearch(random_state=0, should_stop=lambda: stop[0], samples=5)
+    first.add_configurations([Experiment("tune", _fn, config={"x": ray_backend.tune.uniform(0, 1)},
+                                         num_samples=5)])
+    assert [ray_backend.trial_number(first.next_trial().trial_id) for _ in range(2)] == [0, 1]
+    stop[0] = "timeout after 5 s"
+    assert first.next_trial() is None and first.is_finished()
+    resumed = ray_backend.BudgetedSearch(random_state=0, should_stop=lambda: None, samples=5)
+    resumed.set_state(cloudpickle.loads(cloudpickle.dumps(first.get_state())))
+    rest = [resumed.next_trial() for _ in range(4)]
+    assert [t and ray_backend.trial_number(t.trial_id) for t in rest] == [2, 3, 4, None]
+    assert resumed.is_finished()
+
+
 LOG = [
     {"event": "started", "key": "abc_00000", "number": 0, "params": {"n": 1}, "seed": 11},
     {"event": "started", "key": "abc_00001", "number": 1, "params": {"n": 2}, "seed": 12},
