@@ -321,7 +321,7 @@ class TuneBackend(Protocol):
 
     def param_space(self) -> dict[str, Any]: ...
 
-    def searcher(self, should_stop: Callable[[], str | None]) -> BudgetedSearch: ...
+    def searcher(self, should_stop: Callable[[], str | None], concurrent: int) -> BudgetedSearch: ...
 
     def make_scheduler(self) -> Any: ...
 
@@ -364,7 +364,7 @@ class RayTuneDriver:
         callback = RecorderCallback(spec, rec, objective=self.objective, seed=self.seed, budget=self.budget,
                                     scheduler=backend.scheduler, gpu=bool(gpus),
                                     trial_timeout=self.trial_timeout, resume=resume)
-        search = backend.searcher(rec.should_stop)
+        search = backend.searcher(rec.should_stop, len(self.slots))
         resources: dict[str, float] = {"cpu": 1}
         if gpus:
             resources["gpu"] = 1.0 / sum(1 for s in self.slots if s == gpus[0])
@@ -392,7 +392,7 @@ class RayTuneDriver:
                 tune_config=tune.TuneConfig(
                     metric=spec.metric.name, mode="min" if spec.metric.goal == "minimize" else "max",
                     num_samples=self.budget, search_alg=search, scheduler=backend.make_scheduler(),
-                    max_concurrent_trials=len(self.slots), reuse_actors=True,
+                    reuse_actors=True,  # --workers: the searcher's max_concurrent
                 ),
                 run_config=tune.RunConfig(
                     name="tune", storage_path=str(storage), callbacks=[callback], verbose=0,

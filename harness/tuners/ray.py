@@ -50,6 +50,7 @@ from harness.trials import (
 from harness.tuners.base import TunerError, TunerOptions
 
 SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
+PAUSING = ("hyperband", "pbt")  # schedulers that pause trials and run waiting ones meanwhile
 STEP_KEYS = ("steps", "epochs", "iterations", "n_iters", "num_steps", "max_steps")
 
 
@@ -218,13 +219,19 @@ class BudgetedSearch(BasicVariantGenerator):
     """Tune's random search, which stops proposing once the recorder's stop rules say so
     (Ctrl-C, ``--timeout``, the step budget); running trials finish, as with the other tuners.
 
-    ``should_stop`` and ``samples`` (the sweep's budget) are the running driver's and never
-    saved: Tune pickles the searcher into its experiment folder (``tuner.pkl``, its searcher
-    state), and a resumed sweep's driver builds a new searcher onto which Tune restores the saved
-    state, keeping the new ones; a larger ``--trials`` on resume adds the missing samples.
+    ``max_concurrent`` is ``--workers``: Tune ignores ``TuneConfig.max_concurrent_trials`` when
+    it is given a search algorithm, so this one proposes a trial only while fewer run (Tune's
+    own default search does the same), and the stop rules are asked before each new trial
+    (0: every trial at once, for the schedulers that pause trials).
+
+    ``should_stop``, ``samples`` (the sweep's budget) and ``max_concurrent`` are the running
+    driver's and never restored: Tune pickles the searcher into its experiment folder
+    (``tuner.pkl``, its searcher state), and a resumed sweep's driver builds a new searcher onto
+    which Tune restores the saved state, keeping the new ones; a larger ``--trials`` on resume
+    adds the missing samples.
     """
 
-    OWN = ("_should_stop", "_samples")  # the driver's, not Tune's state
+    OWN = ("_should_stop", "_samples", "max_concurrent")  # the driver's, not Tune's state
 
     def __init__(self, *args: Any, should_stop: Callable[[], str | None] | None = None,
                  samples: int | None = None, **kwargs: Any) -> None:
@@ -317,10 +324,16 @@ class RayTuneBackend:
     def param_space(self) -> dict[str, Any]:
         return param_space(self.spec, self.options.seed)
 
-    def searcher(self, should_stop: Callable[[], str | None]) -> BudgetedSearch:
-        """Tune's random search, seeded by ``--seed``, given points first, bounded by the stop rules."""
+    def searcher(self, should_stop: Callable[[], str | None], concurrent: int) -> BudgetedSearch:
+        """Tune's random search, seeded by ``--seed``, given points first, bounded by the stop
+        rules, proposing at most ``concurrent`` trials at a time (``--workers``) under a
+        scheduler that never pauses a trial. HyperBand and PBT pause trials and run waiting ones
+        in their place, so they get every trial at once (their population; PBT exploits
+        within it), and Ray's CPUs bound how many run."""
+        lazy = self.scheduler not in PAUSING
         return BudgetedSearch(points_to_evaluate=self.points or None, random_state=self.options.seed,
-                              should_stop=should_stop, samples=self.options.budget)
+                              should_stop=should_stop, samples=self.options.budget,
+                              max_concurrent=concurrent if lazy else 0)
 
     def make_scheduler(self) -> Any:
         return make_scheduler(self.scheduler, self.spec, self.options.extra)

@@ -117,8 +117,12 @@ def test_the_backend_is_no_tuner_yet_keeps_the_entry_point_and_its_own_loop():
     assert not isinstance(backend, Tuner) and not hasattr(backend, "ask")
     assert backend.resume is None and backend.shared_progress() is None
     backend.enqueue({"n": 2})
-    search = backend.searcher(lambda: None)
+    search = backend.searcher(lambda: None, 2)
     assert isinstance(search, ray_backend.BudgetedSearch) and search._points_to_evaluate == [{"n": 2}]
+    assert search.max_concurrent == 2
+    for name, concurrent in (("fifo", 2), ("hyperband", 0), ("pbt", 0)):  # these two pause trials
+        other = cls.from_spec(SPEC, TunerOptions(seed=3, scheduler=name))
+        assert other.searcher(lambda: None, 2).max_concurrent == concurrent
     assert type(backend.make_scheduler()).__name__ == "AsyncHyperBandScheduler"
     assert list(backend.param_space()) == SPEC.order()
     with pytest.raises(TunerError, match="--scheduler nope"):
@@ -165,6 +169,33 @@ def test_a_resumed_search_with_a_larger_budget_adds_the_missing_samples():
     same = ray_backend.BudgetedSearch(random_state=0, should_stop=lambda: None, samples=3)
     same.set_state(cloudpickle.loads(saved))
     assert same.next_trial() is None and same.total_samples == 3
+
+
+def test_the_search_runs_at_most_workers_trials_and_asks_the_stop_rules_before_each():
+    """Tune ignores max_concurrent_trials beside a search algorithm: ours holds --workers (2)
+    itself, so a trial is proposed only when one ends, after the stop rules said go on; a
+    resumed search takes the new driver's --workers (3), not the saved one."""
+    from ray import cloudpickle
+    from ray.tune.experiment import Experiment
+
+    stop: list[str | None] = [None]
+    search = ray_backend.BudgetedSearch(random_state=0, should_stop=lambda: stop[0], samples=6,
+                                        max_concurrent=2)
+    search.add_configurations([Experiment("tune", _fn, config={"x": ray_backend.tune.uniform(0, 1)},
+                                          num_samples=6)])
+    first = [search.next_trial() for _ in range(3)]
+    assert first[2] is None and not search.is_finished()  # two run: the third waits
+    search.on_trial_complete(first[0].trial_id)
+    assert ray_backend.trial_number(search.next_trial().trial_id) == 2
+    search.on_trial_complete(first[1].trial_id)
+    stop[0] = "timeout after 5 s"  # dispatch stops: no trial is proposed any more
+    assert search.next_trial() is None and search.is_finished()
+    resumed = ray_backend.BudgetedSearch(random_state=0, should_stop=lambda: None, samples=6,
+                                         max_concurrent=3)
+    resumed.set_state(cloudpickle.loads(cloudpickle.dumps(search.get_state())))
+    assert resumed.max_concurrent == 3
+    more = [resumed.next_trial() for _ in range(3)]  # trial 2 still runs: two more, not three
+    assert [t and ray_backend.trial_number(t.trial_id) for t in more] == [3, 4, None]
 
 
 def test_a_search_stopped_by_a_rule_proposes_the_rest_when_resumed():
