@@ -133,11 +133,30 @@ def adam_step(
 
 # ---------------------------------------------------------------- SGD, RMSprop, TF1-style Adam
 #
-# models/locoprop/optim.py's rules (tf.compat.v1.train, as the official LocoProp notebook):
-# RMSprop with the mean square starting at 1, eps inside the sqrt and lr inside the momentum;
-# Adam with the bias corrections folded into the learning rate. ``flavor="torch"`` gives
-# torch.optim.RMSprop (not centered) instead. With ``mask=None`` these update in place (no
-# copy); with a mask, members where it is False keep parameters and state bit for bit.
+# The update rules of tf.compat.v1.train, as the official LocoProp notebook uses them
+# (https://github.com/google-research/google-research/blob/master/locoprop/locoprop_training.ipynb):
+#
+# - SGD (GradientDescent): p -= lr g.
+# - RMSprop (``flavor="tf1"``): ms = rho ms + (1 - rho) g^2, with ms starting at 1;
+#   mom = momentum mom + lr g / sqrt(ms + eps); p -= mom. (``flavor="torch"``:
+#   torch.optim.RMSprop, not centered: ms from 0, buf = momentum buf + g / (sqrt(ms) + eps),
+#   p -= lr buf.)
+# - Adam (``adam_tf1_step``): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+#   p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps) (eps not bias-corrected).
+#
+# A hyperparameter given as a number (or a one-member tensor on the CPU) takes the fused
+# scalar form (``addcmul_(..., value=c)``): a population of one costs what a plain optimizer
+# on one flat tensor costs. With ``mask=None`` the updates are in place (no copy); with a mask,
+# members where it is False keep parameters and state bit for bit.
+
+
+def _coef(value: Hyper, like: Tensor) -> float | Tensor:
+    """A number (kept a Python float: the fused scalar ops), or ``[K]`` as ``[K, 1, ..., 1]``."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if value.numel() == 1 and value.device.type == "cpu" and like.shape[0] == 1:
+        return float(value.reshape(()))
+    return _per_member(value, like, like.dtype)
 
 
 def _masked(mask: Tensor | None, like: Tensor, new: Tensor, old: Tensor) -> None:
@@ -154,11 +173,13 @@ def sgd_step(
 ) -> None:
     """p -= lr g for every member (torch.optim.SGD without momentum; TF1 GradientDescent)."""
     for p, g in zip(params, grads, strict=True):
-        step = _per_member(lr, p, p.dtype) * g
-        if mask is None:
-            p.sub_(step)
+        c = _coef(lr, p)
+        if mask is not None:
+            _masked(mask, p, p - c * g, p)
+        elif isinstance(c, float):
+            p.add_(g, alpha=-c)
         else:
-            _masked(mask, p, p - step, p)
+            p.sub_(c * g)
 
 
 @dataclass
@@ -194,6 +215,30 @@ def rmsprop_reset(state: RMSpropState, slot: int | Tensor) -> None:
     state.step[slot] = 0
 
 
+def _rmsprop_one(
+    p: Tensor, g: Tensor, ms: Tensor, buf: Tensor, flavor: str,
+    lr: float | Tensor, a: float | Tensor, e: float | Tensor, mom: float | Tensor,
+) -> None:  # fmt: skip
+    """One in-place RMSprop update of one parameter (the formulas of ``rmsprop_step``)."""
+    if isinstance(a, float):
+        ms.mul_(a).addcmul_(g, g, value=1 - a)
+    else:
+        ms.mul_(a).addcmul_(g * (1 - a), g)
+    if flavor == "tf1":
+        denom = (ms + e).sqrt_()
+        if isinstance(lr, float):
+            buf.mul_(mom).addcdiv_(g, denom, value=lr)
+        else:
+            buf.mul_(mom).addcdiv_(g * lr, denom)
+        p.sub_(buf)
+    else:
+        buf.mul_(mom).addcdiv_(g, ms.sqrt().add_(e))
+        if isinstance(lr, float):
+            p.add_(buf, alpha=-lr)
+        else:
+            p.sub_(lr * buf)
+
+
 @torch.no_grad()
 def rmsprop_step(
     params: Sequence[Tensor],
@@ -211,26 +256,18 @@ def rmsprop_step(
     torch: ms = alpha ms + (1 - alpha) g^2; buf = momentum buf + g / (sqrt(ms) + eps); p -= lr buf.
     tf1:   ms likewise (from 1); buf = momentum buf + lr g / sqrt(ms + eps); p -= buf.
     """
-    active = None if mask is None else mask.to(state.step.dtype)
-    state.step.add_(1 if active is None else active)
+    state.step.add_(1 if mask is None else mask.to(state.step.dtype))
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-        ms, buf, dt = state.square_avg[i], state.momentum_buffer[i], p.dtype
-        a, mom, e, lr_p = (_per_member(h, p, dt) for h in (alpha, momentum, eps, lr))
-        if mask is not None:
-            ms, buf, p_out = ms.clone(), buf.clone(), p.clone()
-        else:
-            p_out = p
-        ms.mul_(a).add_((1 - a) * g * g)
-        if state.flavor == "tf1":
-            buf.mul_(mom).add_(lr_p * g / (ms + e).sqrt())
-            p_out.sub_(buf)
-        else:
-            buf.mul_(mom).add_(g / (ms.sqrt() + e))
-            p_out.sub_(lr_p * buf)
-        if mask is not None:
-            _masked(mask, p, ms, state.square_avg[i])
-            _masked(mask, p, buf, state.momentum_buffer[i])
-            _masked(mask, p, p_out, p)
+        ms, buf = state.square_avg[i], state.momentum_buffer[i]
+        h = [_coef(v, p) for v in (lr, alpha, eps, momentum)]
+        if mask is None:
+            _rmsprop_one(p, g, ms, buf, state.flavor, *h)
+            continue
+        ms_new, buf_new, p_new = ms.clone(), buf.clone(), p.clone()
+        _rmsprop_one(p_new, g, ms_new, buf_new, state.flavor, *h)
+        _masked(mask, p, ms_new, ms)
+        _masked(mask, p, buf_new, buf)
+        _masked(mask, p, p_new, p)
 
 
 @torch.no_grad()
@@ -246,23 +283,78 @@ def adam_tf1_step(
 ) -> None:
     """TF1's Adam on the state of ``adam_init``: m, v as torch's, then
     p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps) (eps not bias-corrected)."""
-    k = state.step.shape[0]
-    active = torch.ones(k, dtype=torch.float64, device=state.step.device) if mask is None else mask
-    state.step.add_(active.to(state.step.dtype))
-    t = state.step.clamp(min=1)  # a member that never stepped: its (discarded) update stays finite
-    b1, b2 = _per_member(betas[0], t, torch.float64), _per_member(betas[1], t, torch.float64)
-    lr_t = _per_member(lr, t, torch.float64) * (1 - b2**t).sqrt() / (1 - b1**t)  # [K] float64
+    state.step.add_(1 if mask is None else mask.to(state.step.dtype))
+    scalar = state.step.numel() == 1 and state.step.device.type == "cpu"
+    if scalar and all(isinstance(_coef(h, state.step), float) for h in (lr, *betas)):
+        t = float(state.step.reshape(()))
+        b1, b2 = (float(_coef(h, state.step)) for h in betas)
+        lr_t: float | Tensor = float(_coef(lr, state.step)) * (1 - b2**t) ** 0.5 / (1 - b1**t)
+    else:
+        t64 = state.step.clamp(min=1)  # a member that never stepped: its update stays finite
+        b1_64, b2_64 = (_per_member(h, t64, torch.float64) for h in betas)
+        lr_t = _per_member(lr, t64, torch.float64) * (1 - b2_64**t64).sqrt() / (1 - b1_64**t64)
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-        m, v, dt = state.exp_avg[i], state.exp_avg_sq[i], p.dtype
-        b1p, b2p, e = (_per_member(h, p, dt) for h in (betas[0], betas[1], eps))
+        m, v = state.exp_avg[i], state.exp_avg_sq[i]
+        b1p, b2p, e = (_coef(h, p) for h in (betas[0], betas[1], eps))
+        lr_p = lr_t if isinstance(lr_t, float) else _per_member(lr_t, p, p.dtype)
         if mask is not None:
             m, v, p_out = m.clone(), v.clone(), p.clone()
         else:
             p_out = p
-        m.mul_(b1p).add_((1 - b1p) * g)
-        v.mul_(b2p).add_((1 - b2p) * g * g)
-        p_out.sub_(_per_member(lr_t, p, dt) * m / (v.sqrt() + e))
+        if isinstance(b1p, float):
+            m.mul_(b1p).add_(g, alpha=1 - b1p)
+        else:
+            m.mul_(b1p).add_(g * (1 - b1p))
+        if isinstance(b2p, float):
+            v.mul_(b2p).addcmul_(g, g, value=1 - b2p)
+        else:
+            v.mul_(b2p).addcmul_(g * (1 - b2p), g)
+        if isinstance(lr_p, float):
+            p_out.addcdiv_(m, v.sqrt().add_(e), value=-lr_p)
+        else:
+            p_out.sub_(lr_p * m / v.sqrt().add_(e))
         if mask is not None:
             _masked(mask, p, m, state.exp_avg[i])
             _masked(mask, p, v, state.exp_avg_sq[i])
             _masked(mask, p, p_out, p)
+
+
+# ---------------------------------------------------------------- compaction
+
+
+def select_rows(state: AdamState | RMSpropState, index: Tensor) -> AdamState | RMSpropState:
+    """A new state holding the members ``index`` (a 1-D index tensor), in that order: a
+    population that keeps only its occupied rows drops, reorders or grows its state with it
+    (grow: concatenate a fresh ``*_init`` state of the new rows with ``concat_rows``)."""
+    if isinstance(state, AdamState):
+        return AdamState(
+            [t.index_select(0, index) for t in state.exp_avg],
+            [t.index_select(0, index) for t in state.exp_avg_sq],
+            state.step.index_select(0, index),
+        )
+    return RMSpropState(
+        [t.index_select(0, index) for t in state.square_avg],
+        [t.index_select(0, index) for t in state.momentum_buffer],
+        state.step.index_select(0, index),
+        state.flavor,
+    )
+
+
+def concat_rows(
+    a: AdamState | RMSpropState, b: AdamState | RMSpropState
+) -> AdamState | RMSpropState:
+    """The members of ``a`` followed by those of ``b`` (same kind and flavor)."""
+    if isinstance(a, AdamState) and isinstance(b, AdamState):
+        return AdamState(
+            [torch.cat(x) for x in zip(a.exp_avg, b.exp_avg, strict=True)],
+            [torch.cat(x) for x in zip(a.exp_avg_sq, b.exp_avg_sq, strict=True)],
+            torch.cat([a.step, b.step]),
+        )
+    if isinstance(a, RMSpropState) and isinstance(b, RMSpropState) and a.flavor == b.flavor:
+        return RMSpropState(
+            [torch.cat(x) for x in zip(a.square_avg, b.square_avg, strict=True)],
+            [torch.cat(x) for x in zip(a.momentum_buffer, b.momentum_buffer, strict=True)],
+            torch.cat([a.step, b.step]),
+            a.flavor,
+        )
+    raise ValueError("concat_rows: the two states must be of one kind (and one RMSprop flavor)")

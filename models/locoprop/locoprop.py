@@ -1,35 +1,54 @@
-"""LocoProp-S and LocoProp-M updates, and the plain backprop step they are compared with.
+"""LocoProp-S, LocoProp-M and the backprop baselines: the training math, once, for R members.
 
 LocoProp: Enhancing BackProp via Local Loss Optimization, Amid, Anil, Warmuth, AISTATS 2022
 (https://arxiv.org/abs/2106.06199); official notebook: google-research/locoprop.
 
-One forward pass stores each layer's input x, pre-activation a = x W + b and output y = f(a);
-one backward pass gives g = dLoss/da for every layer. Then each layer, with its input x
-held fixed, takes K steps on its own local loss:
+Everything here works on R members at once (R = 1 for a plain ``train()``): member r's
+parameters are row r of ``params [R, n_params]`` (the flat layout of ``nets.Net``), its batch
+is ``x[r] [batch, in]``, and every layer is one batched matmul over the R rows
+(``torch.baddbmm``). Rows never mix: each member sees exactly the numbers its solo run sees.
 
-- LocoProp-S: target a_hat = a - gamma g, loss 1/2 ||x W + b - a_hat||^2 (summed over the batch);
-  gradient x^T (x W + b - a_hat).
-- LocoProp-M: target y_hat = f(a) - gamma g, loss the Bregman matching loss of f,
-  D_F(x W + b, f^{-1}(y_hat)) with F' = f, summed over the batch; gradient
-  x^T (f(x W + b) - y_hat). It never needs f^{-1}, so y_hat may leave f's range.
+One batch (``train_batch``):
 
-Both first local gradients equal gamma times the backprop gradient (the residual starts
-at gamma g). Step k of K uses lr * max(1 - k/K, 0.25) (official decay). The layers do not
-interact during the local phase, so all are updated at once: layers of one shape group
-with one batched matmul.
+1. Forward: each layer's input x_i [R, batch, fan_in], pre-activation a_i = x_i W_i + b_i and
+   output y_i = f_i(a_i) [R, batch, fan_out].
+2. Backward: g_i = dLoss/da_i for every layer (written out: the loss's gradient on the
+   logits, then g_i = (g_{i+1} W_{i+1}^T) * f_i'(a_i)).
+3. Backprop members (method ``bp``): one optimizer step on dLoss/dW_i = x_i^T g_i,
+   dLoss/db_i = sum_batch g_i.
+4. LocoProp members, with each layer's input x_i held fixed, take K steps on their local losses:
+
+   - LocoProp-S: target a_hat = a - gamma g, loss 1/2 ||x W + b - a_hat||^2 (summed over the
+     batch); gradient x^T (x W + b - a_hat).
+   - LocoProp-M: target y_hat = f(a) - gamma g, loss the Bregman matching loss of f,
+     D_F(x W + b, f^{-1}(y_hat)) with F' = f, summed over the batch; gradient
+     x^T (f(x W + b) - y_hat). It never needs f^{-1}, so y_hat may leave f's range.
+
+   Both first local gradients equal gamma times the backprop gradient (the residual starts at
+   gamma g). Local step k of K uses lr * max(1 - k/K, 0.25) (the official decay). The layers do
+   not interact during the local phase, so all layers of all members step together.
+
+Per member (rows of one ``Stack``): the method (bp / locoprop-s / locoprop-m), the optimizer
+(sgd / rmsprop / adam, TF1 rules: models/functional_optim.py), K, gamma, the optimizer's
+constants and the learning rate. Rows are kept sorted by (LocoProp or not, optimizer, -K), so
+each optimizer updates a contiguous block of rows (a view: no copy, no mask), and at local step
+k the members still running (K > k) are a prefix of their block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from .nets import ACTIVATIONS, Net, Trace
-from .optim import Optimizer
+from ..functional_optim import AdamState, RMSpropState, adam_tf1_step, rmsprop_step, sgd_step
+from .nets import ACTIVATIONS, DERIVATIVES, Net
 
 Tensor = torch.Tensor
-KINDS = ("s", "m")  # LocoProp-S (squared loss on a), LocoProp-M (matching loss on y)
+METHODS = ("bp", "locoprop-s", "locoprop-m")
+OPTIMIZERS = ("sgd", "rmsprop", "adam")
 
 
 def local_lr_decay(k: int, K: int) -> float:
@@ -37,103 +56,263 @@ def local_lr_decay(k: int, K: int) -> float:
     return max(1.0 - k / K, 0.25)
 
 
-def backprop_grads(net: Net, x: Tensor, target: Tensor) -> tuple[Trace, list[Tensor]]:
-    """One forward and one backward pass: the trace and g_i = dLoss/da_i for every layer."""
-    params = net.params.detach().requires_grad_(True)  # only to build the graph
-    trace = net.forward(x, params)
-    loss = net.loss(trace.pre[-1], target)
-    g = torch.autograd.grad(loss, trace.pre)  # no weight gradients are computed
-    detached = Trace(
-        [t.detach() for t in trace.inputs],
-        [t.detach() for t in trace.pre],
-        [t.detach() for t in trace.post],
-    )
-    return detached, list(g)
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up over `warmup` steps to `base`, then linear decay to base/(total-warmup)."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * (total - step) / (total - warmup)
 
 
-def local_targets(trace: Trace, g: Sequence[Tensor], gamma: float, kind: str) -> list[Tensor]:
-    """a_hat = a - gamma g (S) or y_hat = f(a) - gamma g (M), per layer [batch, fan_out]."""
-    base = trace.pre if kind == "s" else trace.post
-    return [t - gamma * gi for t, gi in zip(base, g, strict=True)]
+# ---------------------------------------------------------------- forward, loss, backward
 
 
-class LocalPhase:
-    """The layer-local problems of one batch, stacked per shape group.
+def forward(net: Net, p: Tensor, x: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """p [R, n_params], x [R, batch, in] -> per layer x_i, a_i, y_i, each [R, batch, width]."""
+    inputs, pre, post = [], [], []
+    r = p.shape[0]
+    for layer in net.layers:
+        w = p[:, layer.w].view(r, layer.fan_in, layer.fan_out)  # [R, fan_in, fan_out]
+        b = p[:, layer.b].view(r, 1, layer.fan_out)  # [R, 1, fan_out]
+        a = torch.baddbmm(b, x, w)  # [R, batch, fan_out]
+        inputs.append(x)
+        pre.append(a)
+        x = ACTIVATIONS[layer.act](a)
+        post.append(x)
+    return inputs, pre, post
 
-    inputs[i] [batch, fan_in_i] and targets[i] [batch, fan_out_i] are fixed for the phase.
+
+def losses(net: Net, logits: Tensor, target: Tensor) -> Tensor:
+    """Each member's loss [R] from its logits [R, batch, out].
+
+    bce: sigmoid cross-entropy summed over pixels, mean over the batch (the paper's autoencoder
+    loss; target [R, batch, out]); ce: softmax cross-entropy (target [R, batch] labels).
+    """
+    if net.loss_kind == "bce":
+        per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        return per.sum(dim=(1, 2)) / logits.shape[1]
+    r, b, c = logits.shape
+    per = F.cross_entropy(logits.reshape(r * b, c), target.reshape(r * b), reduction="none")
+    return per.view(r, b).mean(1)
+
+
+def backward(
+    net: Net, p: Tensor, pre: Sequence[Tensor], post: Sequence[Tensor], target: Tensor
+) -> list[Tensor]:
+    """g_i = dLoss_r/da_i for every layer [R, batch, fan_out] (each member's own loss)."""
+    logits = pre[-1]
+    batch = logits.shape[1]
+    if net.loss_kind == "bce":
+        g = (torch.sigmoid(logits) - target) / batch
+    else:
+        onehot = F.one_hot(target, logits.shape[-1]).to(logits.dtype)
+        g = (torch.softmax(logits, dim=-1) - onehot) / batch
+    out = [g]
+    r = p.shape[0]
+    for i in range(len(net.layers) - 1, 0, -1):
+        up, here = net.layers[i], net.layers[i - 1]
+        w = p[:, up.w].view(r, up.fan_in, up.fan_out)
+        g = torch.bmm(g, w.transpose(1, 2))  # dLoss/dy_{i-1}
+        if here.act != "linear":
+            g.mul_(DERIVATIVES[here.act](post[i - 1]))
+        out.append(g)
+    return out[::-1]
+
+
+def layer_grads(net: Net, inputs: Sequence[Tensor], res: Sequence[Tensor], out: Tensor) -> None:
+    """out [R, n_params] <- per layer x_i^T r_i and sum_batch r_i.
+
+    r_i = g_i gives the backprop gradient; r_i = the local residual, the local gradient."""
+    r = out.shape[0]
+    for layer, x, ri in zip(net.layers, inputs, res, strict=True):
+        torch.bmm(x.transpose(1, 2), ri, out=out[:, layer.w].view(r, layer.fan_in, layer.fan_out))
+        torch.sum(ri, dim=1, out=out[:, layer.b])
+
+
+def local_targets(
+    pre: Sequence[Tensor], post: Sequence[Tensor], g: Sequence[Tensor], gamma: float | Tensor,
+    m: bool | Tensor,
+) -> list[Tensor]:  # fmt: skip
+    """a_hat = a - gamma g (LocoProp-S rows) or y_hat = f(a) - gamma g (LocoProp-M rows:
+    ``m`` True, or a [R, 1, 1] bool selector), per layer [R, batch, fan_out]."""
+    out = []
+    for a, y, gi in zip(pre, post, g, strict=True):
+        base = (y if m else a) if isinstance(m, bool) else torch.where(m, y, a)
+        out.append(base - gamma * gi)
+    return out
+
+
+def local_grads(
+    net: Net, p: Tensor, xs: Sequence[Tensor], targets: Sequence[Tensor], m: bool | Tensor,
+    out: Tensor,
+) -> None:  # fmt: skip
+    """out [R, n] <- the gradient of every layer's local loss at p [R, n], inputs xs held fixed:
+    x^T (x W + b - a_hat) (S) or x^T (f(x W + b) - y_hat) (M), and the residual's batch sum."""
+    n, res = p.shape[0], []
+    for layer, x, t in zip(net.layers, xs, targets, strict=True):
+        w = p[:, layer.w].view(n, layer.fan_in, layer.fan_out)
+        a = torch.baddbmm(p[:, layer.b].view(n, 1, layer.fan_out), x, w)  # [R, batch, fan_out]
+        if m is True:
+            a = ACTIVATIONS[layer.act](a)
+        elif m is not False:
+            a = torch.where(m, ACTIVATIONS[layer.act](a), a)
+        res.append(a.sub_(t))
+    layer_grads(net, xs, res, out)
+
+
+@torch.no_grad()
+def evaluate(net: Net, p: Tensor, x: Tensor, target: Tensor, task: str) -> dict[str, list[float]]:
+    """Loss (and accuracy) of each member on one whole split: x [n, in] -> {name: [R] values}."""
+    r = p.shape[0]
+    logits = forward(net, p, x.expand(r, -1, -1))[1][-1]  # [R, n, out]
+    t = target.expand(r, *target.shape)
+    out = {"loss": losses(net, logits, t).tolist()}
+    if task == "classifier":
+        out["acc"] = (logits.argmax(-1) == t).double().mean(1).tolist()
+    return out
+
+
+# ---------------------------------------------------------------- the members' rows
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One member's training constants (its learning rate comes with each batch)."""
+
+    method: str  # bp | locoprop-s | locoprop-m
+    optimizer: str  # sgd | rmsprop | adam
+    K: int  # local steps per batch (LocoProp)
+    gamma: float  # activation step of the targets (LocoProp)
+    beta1: float  # Adam beta1 / RMSprop momentum
+    beta2: float  # Adam beta2 / RMSprop decay
+    eps: float
+
+    def sort_key(self) -> tuple[bool, int, int]:
+        return (self.method != "bp", OPTIMIZERS.index(self.optimizer), -self.K)
+
+
+def _same_or_list(values: list[float]) -> float | Tensor:
+    """A number when every member agrees (the optimizer's fused scalar path), else [rows]."""
+    if all(v == values[0] for v in values):
+        return values[0]
+    return torch.tensor(values, dtype=torch.float64)
+
+
+@dataclass
+class Block:
+    """Rows [start, stop) of a Stack: one kind of update (bp or LocoProp) with one optimizer."""
+
+    start: int
+    stop: int
+    local: bool
+    optimizer: str
+    ks: list[int]  # the rows' K, descending
+
+
+class Stack:
+    """R members' parameters and optimizer state, one row each, sorted by ``Hyper.sort_key``.
+
+    params [R, n]; buf1 [R, n]: RMSprop's momentum / Adam's m; buf2 [R, n]: RMSprop's mean
+    square (TF1: starts at 1) / Adam's v; step [R] float64: optimizer steps taken.
+    ``order`` maps a row to the index its member had in the constructor's arguments.
     """
 
     def __init__(
-        self, net: Net, inputs: Sequence[Tensor], targets: Sequence[Tensor], kind: str
-    ) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"unknown LocoProp kind {kind!r}, expected one of {KINDS}")
-        self.net, self.kind = net, kind
-        # Per group: inputs x [G, batch, fan_in], x^T [G, fan_in, batch], targets [G, batch, fan_out].
-        self.x = [torch.stack([inputs[i] for i in g.layers]) for g in net.groups]
-        self.xt = [x.transpose(1, 2) for x in self.x]
-        self.t = [torch.stack([targets[i] for i in g.layers]) for g in net.groups]
+        self, net: Net, hypers: Sequence[Hyper], params: Tensor, buf1: Tensor, buf2: Tensor,
+        step: Tensor,
+    ) -> None:  # fmt: skip
+        self.net = net
+        self.order = sorted(range(len(hypers)), key=lambda i: hypers[i].sort_key())
+        if self.order != list(range(len(hypers))):
+            idx = torch.tensor(self.order, device=params.device)
+            params, buf1, buf2, step = (t.index_select(0, idx) for t in (params, buf1, buf2, step))
+        self.params, self.buf1, self.buf2, self.step = params, buf1, buf2, step
+        self.hypers = [hypers[i] for i in self.order]
+        self.blocks: list[Block] = []
+        for i, h in enumerate(self.hypers):
+            key = (h.method != "bp", h.optimizer)
+            last = self.blocks[-1] if self.blocks else None
+            if last is not None and (last.local, last.optimizer) == key:
+                last.stop, last.ks = i + 1, [*last.ks, h.K]
+            else:
+                self.blocks.append(Block(i, i + 1, key[0], key[1], [h.K]))
+        self.n_bp = sum(h.method == "bp" for h in self.hypers)
+        loco = self.hypers[self.n_bp :]
+        dev, dt = params.device, params.dtype
+        kinds = [h.method == "locoprop-m" for h in loco]
+        self.m_rows: bool | Tensor = (  # LocoProp-M rows among the LocoProp rows
+            kinds[0] if kinds and all(k == kinds[0] for k in kinds)
+            else torch.tensor(kinds, device=dev).view(-1, 1, 1)
+        )  # fmt: skip
+        gammas = _same_or_list([h.gamma for h in loco]) if loco else 0.0
+        self.gamma = gammas if isinstance(gammas, float) else gammas.to(dev, dt).view(-1, 1, 1)
 
-    @classmethod
-    def from_backprop(
-        cls, net: Net, trace: Trace, g: Sequence[Tensor], gamma: float, kind: str
-    ) -> LocalPhase:
-        return cls(net, trace.inputs, local_targets(trace, g, gamma, kind), kind)
+    @staticmethod
+    def fresh_state(hyper: Hyper, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """A new member's optimizer state for its params [n]: (buf1, buf2, step [1])."""
+        buf2 = torch.ones_like(params) if hyper.optimizer == "rmsprop" else torch.zeros_like(params)
+        step = torch.zeros(1, dtype=torch.float64, device=params.device)
+        return torch.zeros_like(params), buf2, step
 
-    def _transfer(self, acts: tuple[str, ...], a: Tensor) -> Tensor:
-        """f applied member-wise to a [G, batch, fan_out] (one call when the group agrees)."""
-        if all(act == acts[0] for act in acts):
-            return ACTIVATIONS[acts[0]](a)
-        return torch.stack(
-            [ACTIVATIONS[act](a_s) for act, a_s in zip(acts, a.unbind(0), strict=True)]
+    def rows(self, index: Sequence[int]) -> tuple[list[Hyper], Tensor, Tensor, Tensor, Tensor]:
+        """The given rows' (hypers, params, buf1, buf2, step): to build a smaller or larger Stack."""
+        idx = torch.tensor(list(index), dtype=torch.long, device=self.params.device)
+        tensors = (t.index_select(0, idx) for t in (self.params, self.buf1, self.buf2, self.step))
+        return ([self.hypers[i] for i in index], *tensors)  # type: ignore[return-value]
+
+    def _optimizer_step(self, block: Block, stop: int, grad: Tensor, lrs: list[float]) -> None:
+        """The block's rows [start, stop) take one step on grad [R, n] (views: in place)."""
+        a, rows = block.start, self.hypers[block.start : stop]
+        p, g = self.params[a:stop], grad[a:stop]
+        lr = _same_or_list(lrs)
+        if block.optimizer == "sgd":
+            sgd_step([p], [g], lr=lr)
+            return
+        beta1, beta2, eps = (
+            _same_or_list([getattr(h, k) for h in rows]) for k in ("beta1", "beta2", "eps")
         )
-
-    def grad(self, params: Tensor, out: Tensor) -> Tensor:
-        """Write the gradient of every layer's local loss at `params` into `out` (flat)."""
-        self._grad_into(self.net.group_views(params), self.net.group_views(out))
-        return out
-
-    def _grad_into(
-        self, views: list[tuple[Tensor, Tensor]], grads: list[tuple[Tensor, Tensor]]
-    ) -> None:
-        for g, (w, b), (gw, gb), x, xt, t in zip(
-            self.net.groups, views, grads, self.x, self.xt, self.t, strict=True
-        ):
-            a = torch.baddbmm(b.unsqueeze(1), x, w)  # [G, batch, fan_out]
-            r = a.sub_(t) if self.kind == "s" else self._transfer(g.acts, a).sub_(t)  # residual
-            torch.bmm(xt, r, out=gw)  # x^T r   [G, fan_in, fan_out]
-            torch.sum(r, dim=1, out=gb)  # [G, fan_out]
+        if block.optimizer == "rmsprop":  # TF1: momentum = beta1, decay = beta2
+            state = RMSpropState([self.buf2[a:stop]], [self.buf1[a:stop]], self.step[a:stop], "tf1")
+            rmsprop_step([p], [g], state, lr=lr, alpha=beta2, eps=eps, momentum=beta1)
+        else:
+            state_a = AdamState([self.buf1[a:stop]], [self.buf2[a:stop]], self.step[a:stop])
+            adam_tf1_step([p], [g], state_a, lr=lr, betas=(beta1, beta2), eps=eps)
 
     @torch.no_grad()
-    def run(self, opt: Optimizer, lr: float, K: int) -> None:
-        """K local steps on all layers at once; the optimizer's state carries over batches."""
-        grad = torch.empty_like(opt.params)
-        # The optimizer updates opt.params in place, so these views stay valid for all K steps.
-        views, grads = self.net.group_views(opt.params), self.net.group_views(grad)
-        for k in range(K):
-            self._grad_into(views, grads)
-            opt.step(grad, lr * local_lr_decay(k, K))
-
-
-def locoprop_step(
-    net: Net,
-    opt: Optimizer,
-    x: Tensor,
-    target: Tensor,
-    *,
-    lr: float,
-    gamma: float,
-    K: int,
-    kind: str,
-) -> None:
-    """One LocoProp batch: a backprop pass for the targets, then K local steps."""
-    trace, g = backprop_grads(net, x, target)
-    LocalPhase.from_backprop(net, trace, g, gamma, kind).run(opt, lr, K)
-
-
-def backprop_step(net: Net, opt: Optimizer, x: Tensor, target: Tensor, *, lr: float) -> None:
-    """One plain backprop step with the same optimizer object and the same lr schedule."""
-    params = net.params.detach().requires_grad_(True)
-    loss = net.loss(net.forward(x, params).pre[-1], target)
-    (grad,) = torch.autograd.grad(loss, params)
-    opt.step(grad, lr)
+    def train_batch(self, x: Tensor, target: Tensor, lrs: Sequence[float]) -> None:
+        """One batch for every row: x [R, batch, in], target [R, batch, out] or [R, batch]
+        labels, lrs: each row's learning rate at this batch (its schedule's)."""
+        net, p = self.net, self.params
+        inputs, pre, post = forward(net, p, x)
+        g = backward(net, p, pre, post, target)
+        grad = torch.empty_like(p)
+        nb = self.n_bp
+        if nb:  # backprop rows: dLoss/dW = x^T g, dLoss/db = sum g
+            layer_grads(net, [t[:nb] for t in inputs], [t[:nb] for t in g], grad[:nb])
+            for block in self.blocks:
+                if not block.local:
+                    self._optimizer_step(
+                        block, block.stop, grad, list(lrs[block.start : block.stop])
+                    )
+        if nb == len(self.hypers):
+            return
+        # LocoProp rows: the targets a - gamma g (S) or f(a) - gamma g (M), then K local steps.
+        sl = slice(nb, None)
+        targets = local_targets(
+            [t[sl] for t in pre], [t[sl] for t in post], [t[sl] for t in g], self.gamma, self.m_rows
+        )
+        xs = [t[sl] for t in inputs]
+        local = [b for b in self.blocks if b.local]
+        for k in range(max(b.ks[0] for b in local)):
+            live = [(b, b.start + sum(kk > k for kk in b.ks)) for b in local]  # (block, stop)
+            hi = max(stop for b, stop in live if stop > b.start)  # rows past hi are all done
+            n, m = hi - nb, self.m_rows
+            local_grads(
+                self.net, p[nb:hi], [x[:n] for x in xs], [t[:n] for t in targets],
+                m if isinstance(m, bool) else m[:n], grad[nb:hi],
+            )  # fmt: skip
+            for b, stop in live:
+                if stop > b.start:
+                    lr_k = [
+                        lrs[i] * local_lr_decay(k, self.hypers[i].K) for i in range(b.start, stop)
+                    ]
+                    self._optimizer_step(b, stop, grad, lr_k)
