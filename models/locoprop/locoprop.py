@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..functional_optim import AdamState, RMSpropState, adam_tf1_step, rmsprop_step, sgd_step
-from .nets import ACTIVATIONS, DERIVATIVES, Net
+from .nets import ACTIVATIONS, DERIVATIVES, Net, activate_
 
 Tensor = torch.Tensor
 METHODS = ("bp", "locoprop-s", "locoprop-m")
@@ -65,15 +65,20 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 
 # ---------------------------------------------------------------- forward, loss, backward
 
+Views = list[tuple[Tensor, Tensor]]  # per layer (W [R, fan_in, fan_out], b [R, fan_out])
 
-def forward(net: Net, p: Tensor, x: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-    """p [R, n_params], x [R, batch, in] -> per layer x_i, a_i, y_i, each [R, batch, width]."""
+
+def layer_views(net: Net, flat: Tensor) -> Views:
+    """Per layer, views into flat [R, n_params]: W [R, fan_in, fan_out] and b [R, fan_out]."""
+    r = flat.shape[0]
+    return [(flat[:, lay.w].view(r, lay.fan_in, lay.fan_out), flat[:, lay.b]) for lay in net.layers]
+
+
+def forward(net: Net, pv: Views, x: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """x [R, batch, in] -> per layer x_i, a_i = x_i W_i + b_i, y_i = f_i(a_i) [R, batch, width]."""
     inputs, pre, post = [], [], []
-    r = p.shape[0]
-    for layer in net.layers:
-        w = p[:, layer.w].view(r, layer.fan_in, layer.fan_out)  # [R, fan_in, fan_out]
-        b = p[:, layer.b].view(r, 1, layer.fan_out)  # [R, 1, fan_out]
-        a = torch.baddbmm(b, x, w)  # [R, batch, fan_out]
+    for layer, (w, b) in zip(net.layers, pv, strict=True):
+        a = torch.baddbmm(b.unsqueeze(1), x, w)  # [R, batch, fan_out]
         inputs.append(x)
         pre.append(a)
         x = ACTIVATIONS[layer.act](a)
@@ -96,7 +101,7 @@ def losses(net: Net, logits: Tensor, target: Tensor) -> Tensor:
 
 
 def backward(
-    net: Net, p: Tensor, pre: Sequence[Tensor], post: Sequence[Tensor], target: Tensor
+    net: Net, pv: Views, pre: Sequence[Tensor], post: Sequence[Tensor], target: Tensor
 ) -> list[Tensor]:
     """g_i = dLoss_r/da_i for every layer [R, batch, fan_out] (each member's own loss)."""
     logits = pre[-1]
@@ -107,25 +112,22 @@ def backward(
         onehot = F.one_hot(target, logits.shape[-1]).to(logits.dtype)
         g = (torch.softmax(logits, dim=-1) - onehot) / batch
     out = [g]
-    r = p.shape[0]
     for i in range(len(net.layers) - 1, 0, -1):
-        up, here = net.layers[i], net.layers[i - 1]
-        w = p[:, up.w].view(r, up.fan_in, up.fan_out)
-        g = torch.bmm(g, w.transpose(1, 2))  # dLoss/dy_{i-1}
-        if here.act != "linear":
-            g.mul_(DERIVATIVES[here.act](post[i - 1]))
+        g = torch.bmm(g, pv[i][0].transpose(1, 2))  # dLoss/dy_{i-1}
+        act = net.layers[i - 1].act
+        if act != "linear":
+            g.mul_(DERIVATIVES[act](post[i - 1]))
         out.append(g)
     return out[::-1]
 
 
-def layer_grads(net: Net, inputs: Sequence[Tensor], res: Sequence[Tensor], out: Tensor) -> None:
-    """out [R, n_params] <- per layer x_i^T r_i and sum_batch r_i.
+def layer_grads(xts: Sequence[Tensor], res: Sequence[Tensor], out: Views) -> None:
+    """out <- per layer x_i^T r_i and sum_batch r_i (xts: the inputs transposed [R, in, batch]).
 
     r_i = g_i gives the backprop gradient; r_i = the local residual, the local gradient."""
-    r = out.shape[0]
-    for layer, x, ri in zip(net.layers, inputs, res, strict=True):
-        torch.bmm(x.transpose(1, 2), ri, out=out[:, layer.w].view(r, layer.fan_in, layer.fan_out))
-        torch.sum(ri, dim=1, out=out[:, layer.b])
+    for xt, ri, (gw, gb) in zip(xts, res, out, strict=True):
+        torch.bmm(xt, ri, out=gw)
+        torch.sum(ri, dim=1, out=gb)
 
 
 def local_targets(
@@ -142,28 +144,27 @@ def local_targets(
 
 
 def local_grads(
-    net: Net, p: Tensor, xs: Sequence[Tensor], targets: Sequence[Tensor], m: bool | Tensor,
-    out: Tensor,
+    net: Net, pv: Views, xs: Sequence[Tensor], xts: Sequence[Tensor], targets: Sequence[Tensor],
+    m: bool | Tensor, out: Views,
 ) -> None:  # fmt: skip
-    """out [R, n] <- the gradient of every layer's local loss at p [R, n], inputs xs held fixed:
-    x^T (x W + b - a_hat) (S) or x^T (f(x W + b) - y_hat) (M), and the residual's batch sum."""
-    n, res = p.shape[0], []
-    for layer, x, t in zip(net.layers, xs, targets, strict=True):
-        w = p[:, layer.w].view(n, layer.fan_in, layer.fan_out)
-        a = torch.baddbmm(p[:, layer.b].view(n, 1, layer.fan_out), x, w)  # [R, batch, fan_out]
+    """out <- the gradient of every layer's local loss at the parameters pv, inputs xs held
+    fixed: x^T (x W + b - a_hat) (S) or x^T (f(x W + b) - y_hat) (M), and the residual's sum."""
+    res = []
+    for layer, (w, b), x, t in zip(net.layers, pv, xs, targets, strict=True):
+        a = torch.baddbmm(b.unsqueeze(1), x, w)  # [R, batch, fan_out]
         if m is True:
-            a = ACTIVATIONS[layer.act](a)
+            a = activate_(layer.act, a)
         elif m is not False:
             a = torch.where(m, ACTIVATIONS[layer.act](a), a)
-        res.append(a.sub_(t))
-    layer_grads(net, xs, res, out)
+        res.append(a.sub_(t))  # the residual
+    layer_grads(xts, res, out)
 
 
 @torch.no_grad()
 def evaluate(net: Net, p: Tensor, x: Tensor, target: Tensor, task: str) -> dict[str, list[float]]:
     """Loss (and accuracy) of each member on one whole split: x [n, in] -> {name: [R] values}."""
     r = p.shape[0]
-    logits = forward(net, p, x.expand(r, -1, -1))[1][-1]  # [R, n, out]
+    logits = forward(net, layer_views(net, p), x.expand(r, -1, -1))[1][-1]  # [R, n, out]
     t = target.expand(r, *target.shape)
     out = {"loss": losses(net, logits, t).tolist()}
     if task == "classifier":
@@ -243,6 +244,9 @@ class Stack:
             kinds[0] if kinds and all(k == kinds[0] for k in kinds)
             else torch.tensor(kinds, device=dev).view(-1, 1, 1)
         )  # fmt: skip
+        self.grad = torch.empty_like(params)
+        self._views: dict[tuple[int, int], tuple[Views, Views]] = {}
+        self._opt_args: dict[tuple[int, int], tuple] = {}
         gammas = _same_or_list([h.gamma for h in loco]) if loco else 0.0
         self.gamma = gammas if isinstance(gammas, float) else gammas.to(dev, dt).view(-1, 1, 1)
 
@@ -261,55 +265,78 @@ class Stack:
 
     def _optimizer_step(self, block: Block, stop: int, grad: Tensor, lrs: list[float]) -> None:
         """The block's rows [start, stop) take one step on grad [R, n] (views: in place)."""
-        a, rows = block.start, self.hypers[block.start : stop]
-        p, g = self.params[a:stop], grad[a:stop]
+        args = self._opt_args.get((block.start, stop))
+        if args is None:  # the rows' views, state and constants, once per stack
+            a, rows = block.start, self.hypers[block.start : stop]
+            consts = [
+                _same_or_list([getattr(h, k) for h in rows]) for k in ("beta1", "beta2", "eps")
+            ]
+            state: AdamState | RMSpropState | None = None
+            if block.optimizer == "rmsprop":  # TF1: momentum = beta1, decay = beta2
+                state = RMSpropState(
+                    [self.buf2[a:stop]], [self.buf1[a:stop]], self.step[a:stop], "tf1"
+                )
+            elif block.optimizer == "adam":
+                state = AdamState([self.buf1[a:stop]], [self.buf2[a:stop]], self.step[a:stop])
+            args = self._opt_args[(block.start, stop)] = (
+                [self.params[a:stop]],
+                [grad[a:stop]],
+                state,
+                *consts,
+            )
+        p, g, state, beta1, beta2, eps = args
         lr = _same_or_list(lrs)
-        if block.optimizer == "sgd":
-            sgd_step([p], [g], lr=lr)
-            return
-        beta1, beta2, eps = (
-            _same_or_list([getattr(h, k) for h in rows]) for k in ("beta1", "beta2", "eps")
-        )
-        if block.optimizer == "rmsprop":  # TF1: momentum = beta1, decay = beta2
-            state = RMSpropState([self.buf2[a:stop]], [self.buf1[a:stop]], self.step[a:stop], "tf1")
-            rmsprop_step([p], [g], state, lr=lr, alpha=beta2, eps=eps, momentum=beta1)
+        if isinstance(state, RMSpropState):
+            rmsprop_step(p, g, state, lr=lr, alpha=beta2, eps=eps, momentum=beta1)
+        elif isinstance(state, AdamState):
+            adam_tf1_step(p, g, state, lr=lr, betas=(beta1, beta2), eps=eps)
         else:
-            state_a = AdamState([self.buf1[a:stop]], [self.buf2[a:stop]], self.step[a:stop])
-            adam_tf1_step([p], [g], state_a, lr=lr, betas=(beta1, beta2), eps=eps)
+            sgd_step(p, g, lr=lr)
+
+    def views(self, lo: int, hi: int) -> tuple[Views, Views]:
+        """Per layer views of rows [lo, hi) of the parameters and of the gradient buffer (the
+        optimizers update in place, so they stay valid for the stack's life)."""
+        v = self._views.get((lo, hi))
+        if v is None:
+            v = self._views[(lo, hi)] = (
+                layer_views(self.net, self.params[lo:hi]),
+                layer_views(self.net, self.grad[lo:hi]),
+            )
+        return v
 
     @torch.no_grad()
     def train_batch(self, x: Tensor, target: Tensor, lrs: Sequence[float]) -> None:
         """One batch for every row: x [R, batch, in], target [R, batch, out] or [R, batch]
         labels, lrs: each row's learning rate at this batch (its schedule's)."""
-        net, p = self.net, self.params
-        inputs, pre, post = forward(net, p, x)
-        g = backward(net, p, pre, post, target)
-        grad = torch.empty_like(p)
-        nb = self.n_bp
+        net, rows, nb, grad = self.net, len(self.hypers), self.n_bp, self.grad
+        pv, _ = self.views(0, rows)
+        inputs, pre, post = forward(net, pv, x)
+        g = backward(net, pv, pre, post, target)
+        xts = [t.transpose(1, 2) for t in inputs]  # [R, fan_in, batch]
         if nb:  # backprop rows: dLoss/dW = x^T g, dLoss/db = sum g
-            layer_grads(net, [t[:nb] for t in inputs], [t[:nb] for t in g], grad[:nb])
+            layer_grads([t[:nb] for t in xts], [t[:nb] for t in g], self.views(0, nb)[1])
             for block in self.blocks:
                 if not block.local:
-                    self._optimizer_step(
-                        block, block.stop, grad, list(lrs[block.start : block.stop])
-                    )
-        if nb == len(self.hypers):
+                    self._optimizer_step(block, block.stop, grad, lrs[block.start : block.stop])
+        if nb == rows:
             return
         # LocoProp rows: the targets a - gamma g (S) or f(a) - gamma g (M), then K local steps.
-        sl = slice(nb, None)
         targets = local_targets(
-            [t[sl] for t in pre], [t[sl] for t in post], [t[sl] for t in g], self.gamma, self.m_rows
-        )
-        xs = [t[sl] for t in inputs]
+            [t[nb:] for t in pre], [t[nb:] for t in post], [t[nb:] for t in g], self.gamma,
+            self.m_rows,
+        )  # fmt: skip
+        xs, xts = [t[nb:] for t in inputs], [t[nb:] for t in xts]
         local = [b for b in self.blocks if b.local]
         for k in range(max(b.ks[0] for b in local)):
             live = [(b, b.start + sum(kk > k for kk in b.ks)) for b in local]  # (block, stop)
             hi = max(stop for b, stop in live if stop > b.start)  # rows past hi are all done
             n, m = hi - nb, self.m_rows
-            local_grads(
-                self.net, p[nb:hi], [x[:n] for x in xs], [t[:n] for t in targets],
-                m if isinstance(m, bool) else m[:n], grad[nb:hi],
-            )  # fmt: skip
+            if n < rows - nb:
+                xs_k, xts_k, t_k = ([t[:n] for t in ts] for ts in (xs, xts, targets))
+            else:
+                xs_k, xts_k, t_k = xs, xts, targets
+            pv_k, gv_k = self.views(nb, hi)
+            local_grads(net, pv_k, xs_k, xts_k, t_k, m if isinstance(m, bool) else m[:n], gv_k)
             for b, stop in live:
                 if stop > b.start:
                     lr_k = [

@@ -27,6 +27,17 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": torch.sigmoid,
     "softmax": lambda a: torch.softmax(a, dim=-1),
 }
+
+
+def activate_(act: str, a: Tensor) -> Tensor:
+    """f(a), in place where f allows it (a is a temporary)."""
+    if act == "tanh":
+        return a.tanh_()
+    if act == "sigmoid":
+        return a.sigmoid_()
+    return ACTIVATIONS[act](a)
+
+
 # f'(a) from y = f(a), for the backward pass through hidden layers (the last layer's
 # gradient comes from the loss on its pre-activation, so softmax needs none).
 DERIVATIVES: dict[str, Callable[[Tensor], Tensor]] = {

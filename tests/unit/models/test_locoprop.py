@@ -17,6 +17,7 @@ from models.locoprop.locoprop import (
     Stack,
     backward,
     forward,
+    layer_views,
     local_grads,
     local_lr_decay,
     local_targets,
@@ -202,10 +203,10 @@ def member(net: Net) -> torch.Tensor:
 def test_backward_is_autograd_of_the_loss(task: str) -> None:
     net, (x, target) = perturbed_net(task), batch(task)
     p = member(net)
-    inputs, pre, post = forward(net, p, x)
-    got = backward(net, p, pre, post, target)
+    inputs, pre, post = forward(net, layer_views(net, p), x)
+    got = backward(net, layer_views(net, p), pre, post, target)
     q = p.clone().requires_grad_(True)
-    _, pre_q, _ = forward(net, q, x)
+    _, pre_q, _ = forward(net, layer_views(net, q), x)
     want = torch.autograd.grad(losses(net, pre_q[-1], target).sum(), pre_q)
     for i, (a, b) in enumerate(zip(got, want, strict=True)):
         assert b.abs().max() > 1e-6, f"layer {i}: degenerate test"
@@ -217,11 +218,13 @@ def test_backward_is_autograd_of_the_loss(task: str) -> None:
 def test_first_local_gradient_is_gamma_times_backprop_gradient(task: str, kind: str) -> None:
     net, (x, target), gamma = perturbed_net(task), batch(task), 3.7
     p = member(net)
-    inputs, pre, post = forward(net, p, x)
-    g = backward(net, p, pre, post, target)
+    pv = layer_views(net, p)
+    inputs, pre, post = forward(net, pv, x)
+    g = backward(net, pv, pre, post, target)
     targets = local_targets(pre, post, g, gamma, kind == "m")
     local = torch.empty_like(p)
-    local_grads(net, p, inputs, targets, kind == "m", local)
+    xts = [t.transpose(1, 2) for t in inputs]
+    local_grads(net, pv, inputs, xts, targets, kind == "m", layer_views(net, local))
     bp = backprop_grad(net, net.params, x[0], target[0])  # autograd on the parameters
     for i, ((lw, lb), (bw, bb)) in enumerate(
         zip(net.layer_views(local[0]), net.layer_views(bp), strict=True)
@@ -306,7 +309,8 @@ def test_matching_loss_gradient_is_autograd_of_bregman_divergence(acts: list[str
         0.9 * (2 * u[i] - 1) if act == "tanh" else 0.05 + 0.9 * u[i] for i, act in enumerate(acts)
     ]
     closed = torch.empty_like(p)
-    local_grads(net, p, xs, y_hats, True, closed)
+    xts = [x.transpose(1, 2) for x in xs]
+    local_grads(net, layer_views(net, p), xs, xts, y_hats, True, layer_views(net, closed))
     for r in range(2):
         q = p[r].clone().requires_grad_(True)
         loss = sum(
@@ -320,11 +324,13 @@ def test_matching_loss_gradient_is_autograd_of_bregman_divergence(acts: list[str
 def test_squared_local_loss_gradient_is_autograd() -> None:
     net, (x, target) = perturbed_net("autoencoder"), batch("autoencoder")
     p = member(net)
-    inputs, pre, post = forward(net, p, x)
-    a_hats = local_targets(pre, post, backward(net, p, pre, post, target), 2.0, False)
+    inputs, pre, post = forward(net, layer_views(net, p), x)
+    g = backward(net, layer_views(net, p), pre, post, target)
+    a_hats = local_targets(pre, post, g, 2.0, False)
     p = p + 0.05 * torch.randn(p.shape, dtype=F64)  # away from the start
     closed = torch.empty_like(p)
-    local_grads(net, p, inputs, a_hats, False, closed)
+    xts = [t.transpose(1, 2) for t in inputs]
+    local_grads(net, layer_views(net, p), inputs, xts, a_hats, False, layer_views(net, closed))
     q = p[0].clone().requires_grad_(True)
     loss = sum(
         0.5 * (xi[0] @ w + b - t[0]).pow(2).sum()
