@@ -18,6 +18,7 @@ member alone to ~1e-12 (the same formulas in the same order: ``lerp`` for the fi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -144,19 +145,29 @@ def adam_step(
 # - Adam (``adam_tf1_step``): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
 #   p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps) (eps not bias-corrected).
 #
-# A hyperparameter given as a number (or a one-member tensor on the CPU) takes the fused
-# scalar form (``addcmul_(..., value=c)``): a population of one costs what a plain optimizer
-# on one flat tensor costs. With ``mask=None`` the updates are in place (no copy); with a mask,
+# One sequence of element-wise ops serves a number and a [K] hyperparameter alike (``x * c``
+# with c a Python float or a [K, 1, ...] tensor), and derived coefficients (1 - rho, the bias
+# corrections) are computed in float64 before one rounding to the parameters' dtype: so a
+# member gets bit for bit the same update alone (numbers) as in a population of members with
+# other hyperparameters ([K] tensors), also in float32. A one-member tensor on the CPU is
+# taken as a number. With ``mask=None`` the updates are in place (no copy); with a mask,
 # members where it is False keep parameters and state bit for bit.
 
+Coef = float | Tensor  # a Python float, or float64 [K, 1, ..., 1]
 
-def _coef(value: Hyper, like: Tensor) -> float | Tensor:
-    """A number (kept a Python float: the fused scalar ops), or ``[K]`` as ``[K, 1, ..., 1]``."""
+
+def _coef(value: Hyper, like: Tensor) -> Coef:
+    """A number stays a Python float; ``[K]`` becomes float64 ``[K, 1, ..., 1]``."""
     if isinstance(value, (int, float)):
         return float(value)
     if value.numel() == 1 and value.device.type == "cpu" and like.shape[0] == 1:
         return float(value.reshape(()))
-    return _per_member(value, like, like.dtype)
+    return _per_member(value, like, torch.float64)
+
+
+def _in(c: Coef, like: Tensor) -> Coef:
+    """The coefficient rounded once to the parameters' dtype (a float is rounded by the op)."""
+    return c if isinstance(c, float) else c.to(like.dtype)
 
 
 def _masked(mask: Tensor | None, like: Tensor, new: Tensor, old: Tensor) -> None:
@@ -173,13 +184,11 @@ def sgd_step(
 ) -> None:
     """p -= lr g for every member (torch.optim.SGD without momentum; TF1 GradientDescent)."""
     for p, g in zip(params, grads, strict=True):
-        c = _coef(lr, p)
-        if mask is not None:
-            _masked(mask, p, p - c * g, p)
-        elif isinstance(c, float):
-            p.add_(g, alpha=-c)
+        step = g * _in(_coef(lr, p), p)
+        if mask is None:
+            p.sub_(step)
         else:
-            p.sub_(c * g)
+            _masked(mask, p, p - step, p)
 
 
 @dataclass
@@ -216,27 +225,17 @@ def rmsprop_reset(state: RMSpropState, slot: int | Tensor) -> None:
 
 
 def _rmsprop_one(
-    p: Tensor, g: Tensor, ms: Tensor, buf: Tensor, flavor: str,
-    lr: float | Tensor, a: float | Tensor, e: float | Tensor, mom: float | Tensor,
+    p: Tensor, g: Tensor, ms: Tensor, buf: Tensor, flavor: str, lr: Coef, a: Coef, e: Coef,
+    mom: Coef,
 ) -> None:  # fmt: skip
     """One in-place RMSprop update of one parameter (the formulas of ``rmsprop_step``)."""
-    if isinstance(a, float):
-        ms.mul_(a).addcmul_(g, g, value=1 - a)
-    else:
-        ms.mul_(a).addcmul_(g * (1 - a), g)
+    ms.mul_(_in(a, p)).addcmul_(g * _in(1 - a, p), g)
     if flavor == "tf1":
-        denom = (ms + e).sqrt_()
-        if isinstance(lr, float):
-            buf.mul_(mom).addcdiv_(g, denom, value=lr)
-        else:
-            buf.mul_(mom).addcdiv_(g * lr, denom)
+        buf.mul_(_in(mom, p)).addcdiv_(g * _in(lr, p), (ms + _in(e, p)).sqrt_())
         p.sub_(buf)
     else:
-        buf.mul_(mom).addcdiv_(g, ms.sqrt().add_(e))
-        if isinstance(lr, float):
-            p.add_(buf, alpha=-lr)
-        else:
-            p.sub_(lr * buf)
+        buf.mul_(_in(mom, p)).addcdiv_(g, ms.sqrt().add_(_in(e, p)))
+        p.sub_(buf * _in(lr, p))
 
 
 @torch.no_grad()
@@ -284,35 +283,23 @@ def adam_tf1_step(
     """TF1's Adam on the state of ``adam_init``: m, v as torch's, then
     p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps) (eps not bias-corrected)."""
     state.step.add_(1 if mask is None else mask.to(state.step.dtype))
-    scalar = state.step.numel() == 1 and state.step.device.type == "cpu"
-    if scalar and all(isinstance(_coef(h, state.step), float) for h in (lr, *betas)):
-        t = float(state.step.reshape(()))
-        b1, b2 = (float(_coef(h, state.step)) for h in betas)
-        lr_t: float | Tensor = float(_coef(lr, state.step)) * (1 - b2**t) ** 0.5 / (1 - b1**t)
+    t = state.step.clamp(min=1)  # a member that never stepped: its (discarded) update is finite
+    b1, b2, lr0 = (_coef(h, t) for h in (betas[0], betas[1], lr))
+    if all(isinstance(c, float) for c in (b1, b2, lr0)) and t.numel() == 1 and t.is_cpu:
+        n = float(t.reshape(()))
+        lr_t: Coef = lr0 * math.sqrt(1 - b2**n) / (1 - b1**n)  # type: ignore[operator]
     else:
-        t64 = state.step.clamp(min=1)  # a member that never stepped: its update stays finite
-        b1_64, b2_64 = (_per_member(h, t64, torch.float64) for h in betas)
-        lr_t = _per_member(lr, t64, torch.float64) * (1 - b2_64**t64).sqrt() / (1 - b1_64**t64)
+        lr_t = (lr0 * (1 - b2**t).sqrt() / (1 - b1**t)).reshape(-1)  # [K] float64
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         m, v = state.exp_avg[i], state.exp_avg_sq[i]
-        b1p, b2p, e = (_coef(h, p) for h in (betas[0], betas[1], eps))
-        lr_p = lr_t if isinstance(lr_t, float) else _per_member(lr_t, p, p.dtype)
+        b1p, b2p, e, lr_p = (_coef(h, p) for h in (betas[0], betas[1], eps, lr_t))
         if mask is not None:
             m, v, p_out = m.clone(), v.clone(), p.clone()
         else:
             p_out = p
-        if isinstance(b1p, float):
-            m.mul_(b1p).add_(g, alpha=1 - b1p)
-        else:
-            m.mul_(b1p).add_(g * (1 - b1p))
-        if isinstance(b2p, float):
-            v.mul_(b2p).addcmul_(g, g, value=1 - b2p)
-        else:
-            v.mul_(b2p).addcmul_(g * (1 - b2p), g)
-        if isinstance(lr_p, float):
-            p_out.addcdiv_(m, v.sqrt().add_(e), value=-lr_p)
-        else:
-            p_out.sub_(lr_p * m / v.sqrt().add_(e))
+        m.mul_(_in(b1p, p)).add_(g * _in(1 - b1p, p))
+        v.mul_(_in(b2p, p)).addcmul_(g * _in(1 - b2p, p), g)
+        p_out.sub_(m / v.sqrt().add_(_in(e, p)) * _in(lr_p, p))
         if mask is not None:
             _masked(mask, p, m, state.exp_avg[i])
             _masked(mask, p, v, state.exp_avg_sq[i])

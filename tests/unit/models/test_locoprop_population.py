@@ -182,6 +182,20 @@ def test_mixed_members_equal_their_solo_runs(k: int, mixed) -> None:
     assert len({round(w[1]["train_loss"], 6) for w in want}) == len(want)
 
 
+def test_float32_members_equal_their_solo_runs_bit_for_bit() -> None:
+    """No float32 drift: every op runs each member's numbers in its solo order (the optimizer's
+    coefficients rounded alike for a number and a [K] tensor, rows never mixed)."""
+    members = [({**cfg, "dtype": "float32"}, seed) for cfg, seed in mixed_members()]
+    pop = LocoPropPopulation(members[0][0], capacity=8)
+    for cfg, seed in members:
+        pop.add(cfg, seed)
+    log = drive(pop)
+    for i, (cfg, seed) in enumerate(members):
+        reports, out = solo(cfg, seed)
+        assert log[i]["reports"] == reports, f"member {i} {cfg}"
+        assert log[i]["end"].metrics == out
+
+
 def test_a_one_percent_change_of_one_learning_rate_is_seen(mixed) -> None:
     members, want = mixed
     cfg, seed = members[3]
