@@ -130,32 +130,40 @@ def layer_grads(xts: Sequence[Tensor], res: Sequence[Tensor], out: Views) -> Non
         torch.sum(ri, dim=1, out=gb)
 
 
+MRows = bool | Sequence[tuple[int, int]]  # LocoProp-M rows: all, none, or row ranges
+
+
+def _ranges(m: MRows, rows: int) -> Sequence[tuple[int, int]]:
+    return ((0, rows),) if m is True else () if m is False else m  # type: ignore[return-value]
+
+
 def local_targets(
     pre: Sequence[Tensor], post: Sequence[Tensor], g: Sequence[Tensor], gamma: float | Tensor,
-    m: bool | Tensor,
+    m: MRows,
 ) -> list[Tensor]:  # fmt: skip
-    """a_hat = a - gamma g (LocoProp-S rows) or y_hat = f(a) - gamma g (LocoProp-M rows:
-    ``m`` True, or a [R, 1, 1] bool selector), per layer [R, batch, fan_out]."""
+    """a_hat = a - gamma g (LocoProp-S rows) or y_hat = f(a) - gamma g (LocoProp-M rows: ``m``
+    True, or the ranges of M rows), per layer [R, batch, fan_out]; gamma a number or [R, 1, 1]."""
     out = []
     for a, y, gi in zip(pre, post, g, strict=True):
-        base = (y if m else a) if isinstance(m, bool) else torch.where(m, y, a)
-        out.append(base - gamma * gi)
+        base = a.clone()
+        for lo, hi in _ranges(m, a.shape[0]):
+            base[lo:hi] = y[lo:hi]
+        out.append(base.sub_(gamma * gi))
     return out
 
 
 def local_grads(
     net: Net, pv: Views, xs: Sequence[Tensor], xts: Sequence[Tensor], targets: Sequence[Tensor],
-    m: bool | Tensor, out: Views,
+    m: MRows, out: Views,
 ) -> None:  # fmt: skip
     """out <- the gradient of every layer's local loss at the parameters pv, inputs xs held
-    fixed: x^T (x W + b - a_hat) (S) or x^T (f(x W + b) - y_hat) (M), and the residual's sum."""
+    fixed: x^T (x W + b - a_hat) (S rows) or x^T (f(x W + b) - y_hat) (M rows: ``m`` True, or
+    their row ranges), and the residual's batch sum."""
     res = []
     for layer, (w, b), x, t in zip(net.layers, pv, xs, targets, strict=True):
         a = torch.baddbmm(b.unsqueeze(1), x, w)  # [R, batch, fan_out]
-        if m is True:
-            a = activate_(layer.act, a)
-        elif m is not False:
-            a = torch.where(m, ACTIVATIONS[layer.act](a), a)
+        for lo, hi in _ranges(m, a.shape[0]):
+            activate_(layer.act, a[lo:hi])  # in place on the M rows
         res.append(a.sub_(t))  # the residual
     layer_grads(xts, res, out)
 
@@ -187,8 +195,14 @@ class Hyper:
     beta2: float  # Adam beta2 / RMSprop decay
     eps: float
 
-    def sort_key(self) -> tuple[bool, int, int]:
-        return (self.method != "bp", OPTIMIZERS.index(self.optimizer), -self.K)
+    def sort_key(self) -> tuple[bool, int, int, int]:
+        local = self.method != "bp"
+        return (
+            local,
+            OPTIMIZERS.index(self.optimizer),
+            METHODS.index(self.method),
+            -self.K if local else 0,
+        )
 
 
 def _same_or_list(values: list[float]) -> float | Tensor:
@@ -200,13 +214,21 @@ def _same_or_list(values: list[float]) -> float | Tensor:
 
 @dataclass
 class Block:
-    """Rows [start, stop) of a Stack: one kind of update (bp or LocoProp) with one optimizer."""
+    """Rows [start, stop) of a Stack: one method with one optimizer."""
 
     start: int
     stop: int
-    local: bool
+    method: str
     optimizer: str
     ks: list[int]  # the rows' K, descending
+
+    @property
+    def local(self) -> bool:
+        return self.method != "bp"
+
+    def live(self, k: int) -> int:
+        """The end of the rows still taking local steps at step k (K > k): a prefix."""
+        return self.start + sum(kk > k for kk in self.ks)
 
 
 class Stack:
@@ -230,25 +252,29 @@ class Stack:
         self.hypers = [hypers[i] for i in self.order]
         self.blocks: list[Block] = []
         for i, h in enumerate(self.hypers):
-            key = (h.method != "bp", h.optimizer)
             last = self.blocks[-1] if self.blocks else None
-            if last is not None and (last.local, last.optimizer) == key:
+            if last is not None and (last.method, last.optimizer) == (h.method, h.optimizer):
                 last.stop, last.ks = i + 1, [*last.ks, h.K]
             else:
-                self.blocks.append(Block(i, i + 1, key[0], key[1], [h.K]))
+                self.blocks.append(Block(i, i + 1, h.method, h.optimizer, [h.K]))
         self.n_bp = sum(h.method == "bp" for h in self.hypers)
         loco = self.hypers[self.n_bp :]
-        dev, dt = params.device, params.dtype
-        kinds = [h.method == "locoprop-m" for h in loco]
-        self.m_rows: bool | Tensor = (  # LocoProp-M rows among the LocoProp rows
-            kinds[0] if kinds and all(k == kinds[0] for k in kinds)
-            else torch.tensor(kinds, device=dev).view(-1, 1, 1)
-        )  # fmt: skip
         self.grad = torch.empty_like(params)
         self._views: dict[tuple[int, int], tuple[Views, Views]] = {}
         self._opt_args: dict[tuple[int, int], tuple] = {}
         gammas = _same_or_list([h.gamma for h in loco]) if loco else 0.0
-        self.gamma = gammas if isinstance(gammas, float) else gammas.to(dev, dt).view(-1, 1, 1)
+        if not isinstance(gammas, float):
+            gammas = gammas.to(params.device, params.dtype).view(-1, 1, 1)
+        self.gamma = gammas  # the LocoProp rows' gamma: a number or [R_loco, 1, 1]
+
+    def m_ranges(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The LocoProp-M rows among rows [lo, hi), as ranges relative to lo."""
+        out = []
+        for b in self.blocks:
+            a, z = max(b.start, lo), min(b.stop, hi)
+            if b.method == "locoprop-m" and a < z:
+                out.append((a - lo, z - lo))
+        return out
 
     @staticmethod
     def fresh_state(hyper: Hyper, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -323,23 +349,35 @@ class Stack:
         # LocoProp rows: the targets a - gamma g (S) or f(a) - gamma g (M), then K local steps.
         targets = local_targets(
             [t[nb:] for t in pre], [t[nb:] for t in post], [t[nb:] for t in g], self.gamma,
-            self.m_rows,
+            self.m_ranges(nb, rows),
         )  # fmt: skip
         xs, xts = [t[nb:] for t in inputs], [t[nb:] for t in xts]
         local = [b for b in self.blocks if b.local]
+        rows_of: dict[tuple[int, int], tuple[list[Tensor], ...]] = {}  # a segment's batch rows
         for k in range(max(b.ks[0] for b in local)):
-            live = [(b, b.start + sum(kk > k for kk in b.ks)) for b in local]  # (block, stop)
-            hi = max(stop for b, stop in live if stop > b.start)  # rows past hi are all done
-            n, m = hi - nb, self.m_rows
-            if n < rows - nb:
-                xs_k, xts_k, t_k = ([t[:n] for t in ts] for ts in (xs, xts, targets))
-            else:
-                xs_k, xts_k, t_k = xs, xts, targets
-            pv_k, gv_k = self.views(nb, hi)
-            local_grads(net, pv_k, xs_k, xts_k, t_k, m if isinstance(m, bool) else m[:n], gv_k)
+            live = [(b, b.live(k)) for b in local]  # each block's rows with K > k: a prefix
+            for lo, hi in _segments(live):  # compute on those rows only
+                if (lo, hi) not in rows_of:
+                    sl = slice(lo - nb, hi - nb)
+                    rows_of[(lo, hi)] = tuple([t[sl] for t in ts] for ts in (xs, xts, targets))
+                pv_k, gv_k = self.views(lo, hi)
+                local_grads(net, pv_k, *rows_of[(lo, hi)], self.m_ranges(lo, hi), gv_k)
             for b, stop in live:
                 if stop > b.start:
                     lr_k = [
                         lrs[i] * local_lr_decay(k, self.hypers[i].K) for i in range(b.start, stop)
                     ]
                     self._optimizer_step(b, stop, grad, lr_k)
+
+
+def _segments(live: list[tuple[Block, int]]) -> list[tuple[int, int]]:
+    """Contiguous row ranges of the live prefixes (blocks are adjacent and in row order)."""
+    out: list[tuple[int, int]] = []
+    for b, stop in live:
+        if stop == b.start:
+            continue
+        if out and out[-1][1] == b.start:
+            out[-1] = (out[-1][0], stop)
+        else:
+            out.append((b.start, stop))
+    return out

@@ -30,12 +30,14 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 def activate_(act: str, a: Tensor) -> Tensor:
-    """f(a), in place where f allows it (a is a temporary)."""
+    """a <- f(a), in place (a is a temporary, or rows of one)."""
     if act == "tanh":
         return a.tanh_()
     if act == "sigmoid":
         return a.sigmoid_()
-    return ACTIVATIONS[act](a)
+    if act == "softmax":
+        return a.copy_(torch.softmax(a, dim=-1))
+    return a  # linear
 
 
 # f'(a) from y = f(a), for the backward pass through hidden layers (the last layer's
