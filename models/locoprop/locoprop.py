@@ -30,9 +30,11 @@ One batch (``train_batch``):
 
 Per member (rows of one ``Stack``): the method (bp / locoprop-s / locoprop-m), the optimizer
 (sgd / rmsprop / adam, TF1 rules: models/functional_optim.py), K, gamma, the optimizer's
-constants and the learning rate. Rows are kept sorted by (LocoProp or not, optimizer, -K), so
-each optimizer updates a contiguous block of rows (a view: no copy, no mask), and at local step
-k the members still running (K > k) are a prefix of their block.
+constants and the learning rate. Rows are kept sorted by (LocoProp or not, optimizer, method,
+-K), so each optimizer updates a contiguous block of rows (a view: no copy, no mask), the
+LocoProp-M rows get their transfer function in place on their rows, and at local step k the
+members still stepping (K > k) are a prefix of their block: the local steps compute those rows
+only.
 """
 
 from __future__ import annotations
@@ -206,7 +208,8 @@ class Hyper:
 
 
 def _same_or_list(values: list[float]) -> float | Tensor:
-    """A number when every member agrees (the optimizer's fused scalar path), else [rows]."""
+    """A number when every member agrees, else [rows] float64 (the optimizers round either to
+    the same value: see models/functional_optim.py)."""
     if all(v == values[0] for v in values):
         return values[0]
     return torch.tensor(values, dtype=torch.float64)
@@ -289,8 +292,8 @@ class Stack:
         tensors = (t.index_select(0, idx) for t in (self.params, self.buf1, self.buf2, self.step))
         return ([self.hypers[i] for i in index], *tensors)  # type: ignore[return-value]
 
-    def _optimizer_step(self, block: Block, stop: int, grad: Tensor, lrs: list[float]) -> None:
-        """The block's rows [start, stop) take one step on grad [R, n] (views: in place)."""
+    def _optimizer_step(self, block: Block, stop: int, lrs: Sequence[float]) -> None:
+        """The block's rows [start, stop) take one step on self.grad (views: in place)."""
         args = self._opt_args.get((block.start, stop))
         if args is None:  # the rows' views, state and constants, once per stack
             a, rows = block.start, self.hypers[block.start : stop]
@@ -306,12 +309,12 @@ class Stack:
                 state = AdamState([self.buf1[a:stop]], [self.buf2[a:stop]], self.step[a:stop])
             args = self._opt_args[(block.start, stop)] = (
                 [self.params[a:stop]],
-                [grad[a:stop]],
+                [self.grad[a:stop]],
                 state,
                 *consts,
             )
         p, g, state, beta1, beta2, eps = args
-        lr = _same_or_list(lrs)
+        lr = _same_or_list(list(lrs))
         if isinstance(state, RMSpropState):
             rmsprop_step(p, g, state, lr=lr, alpha=beta2, eps=eps, momentum=beta1)
         elif isinstance(state, AdamState):
@@ -334,7 +337,7 @@ class Stack:
     def train_batch(self, x: Tensor, target: Tensor, lrs: Sequence[float]) -> None:
         """One batch for every row: x [R, batch, in], target [R, batch, out] or [R, batch]
         labels, lrs: each row's learning rate at this batch (its schedule's)."""
-        net, rows, nb, grad = self.net, len(self.hypers), self.n_bp, self.grad
+        net, rows, nb = self.net, len(self.hypers), self.n_bp
         pv, _ = self.views(0, rows)
         inputs, pre, post = forward(net, pv, x)
         g = backward(net, pv, pre, post, target)
@@ -343,7 +346,7 @@ class Stack:
             layer_grads([t[:nb] for t in xts], [t[:nb] for t in g], self.views(0, nb)[1])
             for block in self.blocks:
                 if not block.local:
-                    self._optimizer_step(block, block.stop, grad, lrs[block.start : block.stop])
+                    self._optimizer_step(block, block.stop, lrs[block.start : block.stop])
         if nb == rows:
             return
         # LocoProp rows: the targets a - gamma g (S) or f(a) - gamma g (M), then K local steps.
@@ -367,7 +370,7 @@ class Stack:
                     lr_k = [
                         lrs[i] * local_lr_decay(k, self.hypers[i].K) for i in range(b.start, stop)
                     ]
-                    self._optimizer_step(b, stop, grad, lr_k)
+                    self._optimizer_step(b, stop, lr_k)
 
 
 def _segments(live: list[tuple[Block, int]]) -> list[tuple[int, int]]:
