@@ -381,8 +381,9 @@ def test_local_optimizer_state_is_kept_across_batches() -> None:
         reset.buf1.zero_()
         reset.buf2.fill_(1.0)
         reset.train_batch(xb, xb, [1e-3])
-    assert kept.step.tolist() == [6.0]
-    assert (kept.params - reset.params).abs().max() > 1e-6  # momentum carried over
+    assert kept.step.tolist() == [6.0] and reset.step.tolist() == [6.0]
+    moved = (reset.params - net.params).norm()
+    assert (kept.params - reset.params).norm() > 0.1 * moved  # momentum and ms carried over
 
 
 # ---------------------------------------------------------------- train() contract
@@ -500,13 +501,50 @@ def test_search_space_defaults_make_a_valid_config(name: str) -> None:
     assert cfg.method in spec["params"]["method"]["values"]
 
 
-def test_quick_space_trains_in_a_few_seconds() -> None:
-    import time
-
+def test_quick_space_budget_is_small_and_its_slowest_config_trains() -> None:
+    """The quick space's slowest configuration (LocoProp-M, K = 10): 5 epochs of 14 batches,
+    each 3 + 2K = 23 matmul passes per layer (about a second on one core; benchmarks/locoprop.py
+    times it), and it learns."""
     spec = yaml.safe_load((ROOT / "search_spaces" / "locoprop-quick.yaml").read_text())
     slowest = {k: p["default"] for k, p in spec["params"].items()}
     slowest |= {"method": "locoprop-m", "K": spec["params"]["K"]["high"]}
-    t = time.perf_counter()
+    cfg = Config.from_dict({**spec["fixed"], **slowest})
+    n_train = load().x_train.shape[0]
+    assert (cfg.epochs, n_train // cfg.batch_size, 3 + 2 * cfg.K) == (5, 14, 23)
     out = train({**spec["fixed"], **slowest})
-    assert time.perf_counter() - t < 5.0
-    assert math.isfinite(out["train_loss"])
+    assert out["train_loss"] < 40.0  # the untrained net: about 45
+
+
+def test_no_import_circle_in_locoprop() -> None:
+    """models/locoprop and models/functional_optim import one way, also inside functions."""
+    import ast
+
+    root = ROOT / "models"
+    files = [*sorted((root / "locoprop").glob("*.py")), root / "functional_optim.py"]
+    graph: dict[str, set[str]] = {}
+    for f in files:
+        name = f.stem if f.parent.name == "locoprop" else f"..{f.stem}"
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):  # every import, also inside functions
+            if isinstance(node, ast.ImportFrom) and node.level == 1:  # from .x / from . import x
+                deps |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 2 and node.module:
+                deps.add(f"..{node.module.split('.')[0]}")
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                for mod in mods:
+                    if mod and mod.startswith("models."):
+                        parts = mod.split(".")
+                        deps.add(parts[2] if parts[1] == "locoprop" and len(parts) > 2 else f"..{parts[1]}")
+        graph[name] = deps - {name}
+
+    def reach(start: str, seen: set[str]) -> set[str]:
+        for d in graph.get(start, ()):
+            if d not in seen:
+                seen.add(d)
+                reach(d, seen)
+        return seen
+
+    for name in graph:
+        assert name not in reach(name, set()), f"import circle through models/locoprop/{name}.py"
+    assert graph["train"] >= {"population"} and "train" not in reach("population", set())
