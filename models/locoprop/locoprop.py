@@ -164,8 +164,11 @@ def local_grads(
     res = []
     for layer, (w, b), x, t in zip(net.layers, pv, xs, targets, strict=True):
         a = torch.baddbmm(b.unsqueeze(1), x, w)  # [R, batch, fan_out]
-        for lo, hi in _ranges(m, a.shape[0]):
-            activate_(layer.act, a[lo:hi])  # in place on the M rows
+        if m is True:
+            activate_(layer.act, a)
+        elif m is not False:
+            for lo, hi in m:
+                activate_(layer.act, a[lo:hi])  # in place on the M rows
         res.append(a.sub_(t))  # the residual
     layer_grads(xts, res, out)
 
@@ -265,6 +268,7 @@ class Stack:
         self.grad = torch.empty_like(params)
         self._views: dict[tuple[int, int], tuple[Views, Views]] = {}
         self._opt_args: dict[tuple[int, int], tuple] = {}
+        self._plan: list | None = None
         gammas = _same_or_list([h.gamma for h in loco]) if loco else 0.0
         if not isinstance(gammas, float):
             gammas = gammas.to(params.device, params.dtype).view(-1, 1, 1)
@@ -355,22 +359,40 @@ class Stack:
             self.m_ranges(nb, rows),
         )  # fmt: skip
         xs, xts = [t[nb:] for t in inputs], [t[nb:] for t in xts]
-        local = [b for b in self.blocks if b.local]
         rows_of: dict[tuple[int, int], tuple[list[Tensor], ...]] = {}  # a segment's batch rows
-        for k in range(max(b.ks[0] for b in local)):
-            live = [(b, b.live(k)) for b in local]  # each block's rows with K > k: a prefix
-            for lo, hi in _segments(live):  # compute on those rows only
+        for segments, steps in self.local_plan():  # local step k = 0 .. max K - 1
+            for lo, hi, m in segments:  # compute on the rows still stepping only
                 if (lo, hi) not in rows_of:
                     sl = slice(lo - nb, hi - nb)
                     rows_of[(lo, hi)] = tuple([t[sl] for t in ts] for ts in (xs, xts, targets))
                 pv_k, gv_k = self.views(lo, hi)
-                local_grads(net, pv_k, *rows_of[(lo, hi)], self.m_ranges(lo, hi), gv_k)
-            for b, stop in live:
-                if stop > b.start:
-                    lr_k = [
-                        lrs[i] * local_lr_decay(k, self.hypers[i].K) for i in range(b.start, stop)
-                    ]
-                    self._optimizer_step(b, stop, lr_k)
+                local_grads(net, pv_k, *rows_of[(lo, hi)], m, gv_k)
+            for b, stop, decay in steps:
+                self._optimizer_step(
+                    b, stop, [lr * d for lr, d in zip(lrs[b.start : stop], decay, strict=True)]
+                )
+
+    def local_plan(
+        self,
+    ) -> list[tuple[list[tuple[int, int, MRows]], list[tuple[Block, int, list[float]]]]]:
+        """Per local step k: the row segments to compute (with their M rows) and, per block,
+        the end of its rows still stepping and their lr decay max(1 - k/K, 0.25)."""
+        if self._plan is None:
+            local = [b for b in self.blocks if b.local]
+            self._plan = []
+            for k in range(max(b.ks[0] for b in local)):
+                live = [(b, b.live(k)) for b in local]  # each block's rows with K > k: a prefix
+                segments = []
+                for lo, hi in _segments(live):
+                    m = self.m_ranges(lo, hi)
+                    segments.append((lo, hi, True if m == [(0, hi - lo)] else m or False))
+                steps = [
+                    (b, stop, [local_lr_decay(k, h.K) for h in self.hypers[b.start : stop]])
+                    for b, stop in live
+                    if stop > b.start
+                ]
+                self._plan.append((segments, steps))
+        return self._plan
 
 
 def _segments(live: list[tuple[Block, int]]) -> list[tuple[int, int]]:

@@ -116,10 +116,6 @@ class Net:
         self.params = self._init(generator).to(dtype=dtype, device=device)  # [n_params]
         self.layers = self._layers()
 
-    @property
-    def n_layers(self) -> int:
-        return len(self.acts)
-
     def _init(self, generator: torch.Generator) -> Tensor:
         """Glorot-uniform weights (as the official notebook), zero biases; float64 on CPU."""
         flat = torch.zeros(sum(self._chunks), dtype=torch.float64)
@@ -141,7 +137,7 @@ class Net:
 
     def layer_views(self, flat: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Per layer, in network order: (W [fan_in, fan_out], b [fan_out]), views into `flat`."""
-        out: list[tuple[Tensor, Tensor]] = [None] * self.n_layers  # type: ignore[list-item]
+        out: list[tuple[Tensor, Tensor]] = [None] * len(self.acts)  # type: ignore[list-item]
         for g, (w, b) in zip(self.groups, self.group_views(flat), strict=True):
             for i, wi, bi in zip(g.layers, w.unbind(0), b.unbind(0), strict=True):
                 out[i] = (wi, bi)
