@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.diffusion.train import Config, build, draw_samples, train_step  # noqa: E402
+from models.diffusion.denoiser import denoise  # noqa: E402
+from models.diffusion.train import Config, DiffusionPopulation  # noqa: E402
 
 
 def seconds_per_call(fn: Callable[[], object], n: int) -> tuple[float, float]:
@@ -64,22 +65,27 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Config overrides, key=value")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = Config.from_dict(parse_overrides(args.overrides))
-    state = build(cfg, args.device, seed=0)
+    config = {"n_steps": 10**9} | parse_overrides(args.overrides)  # never runs out of steps
+    cfg = Config.from_dict(config)
+    pop = DiffusionPopulation(config, capacity=1, device=args.device)  # what train() runs
+    slot = pop.add(config, seed=0)
+    member = pop.members[0]
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     # the bare denoiser work, on the shapes of one training step
     g = torch.Generator(args.device).manual_seed(1)
-    x0 = state.data.train[: cfg.batch_size]
+    x0 = pop.data.train[: cfg.batch_size]
     t = torch.randint(0, cfg.T, (x0.shape[0],), generator=g, device=x0.device)
-    xt = state.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=g, device=x0.device))
+    xt = member.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=g, device=x0.device))
     target = torch.randn(x0.shape, generator=g, device=x0.device)
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in pop._own(pop.flat, 0, member).items()}
 
     def bare() -> None:
-        F.mse_loss(state.model(xt, t), target).backward()
+        out = denoise(params, xt, t, shape=member.shape, T=cfg.T, t_scale=1000.0 / cfg.T)
+        F.mse_loss(out, target).backward()
 
     def step() -> None:
-        train_step(state)
+        pop.train_step()
 
     for _ in range(20):  # warm-up: allocator, kernels
         step()
@@ -92,7 +98,7 @@ def main() -> None:
     step_wall, bare_wall = min(w for w, _ in step_s), min(w for w, _ in bare_s)
     step_cpu, bare_cpu = min(c for _, c in step_s), min(c for _, c in bare_s)
 
-    n_params = state.flat.numel()
+    n_params = pop.flat.numel()
     print(
         f"diffusion benchmark: dataset={cfg.dataset} width={cfg.width} depth={cfg.depth} "
         f"T={cfg.T} batch={cfg.batch_size} params={n_params:,} device={args.device} "
@@ -111,16 +117,15 @@ def main() -> None:
     )
 
     for sampler, steps in ((cfg.sampler, cfg.sampling_steps), ("ddpm", None)):
-        state.cfg = dataclasses.replace(cfg, sampler=sampler, sampling_steps=steps)
+        member.cfg = dataclasses.replace(cfg, sampler=sampler, sampling_steps=steps)
         times = []
         for _ in range(2):
             sync()
-            times.append(seconds_per_call(lambda: (draw_samples(state, 10_000, seed=0), sync()), 1))
+            times.append(seconds_per_call(lambda: (pop.samples(slot, 10_000, seed=0), sync()), 1))
         wall, cpu = min(w for w, _ in times), min(c for _, c in times)
         label = f"{sampler}, {steps or cfg.T} steps"
         print(f"sampling 10,000 points ({label}): {wall:.2f} s wall, {cpu:.2f} s CPU")
-    state.cfg = cfg
-
+    member.cfg = cfg
 
 if __name__ == "__main__":
     main()
