@@ -2,6 +2,8 @@
 outside the denoiser's forward/backward, and seconds to sample 10,000 points.
 
     .venv/bin/python benchmarks/diffusion.py [--threads 1] [--steps 200] [--reps 5] [key=value ...]
+    .venv/bin/python benchmarks/diffusion.py --baseline /tmp/old-checkout [--rounds 3]
+    .venv/bin/python benchmarks/diffusion.py --population [--ks 1,4,16]
 
 key=value pairs override the trainer's Config (e.g. width=128 dataset=digits). A training
 step is everything `train` does per step: draw a batch, t and eps, noise the batch, the
@@ -11,6 +13,15 @@ shapes, timed in the same process; share outside = 1 - bare / step (target: unde
 Step and bare timings are interleaved in short blocks and the fastest block of each is
 kept, by wall time and by CPU time (which leaves out time spent waiting for a core), to
 filter out other processes on a shared machine.
+
+--baseline DIR times DIR's training step (another checkout, e.g. the previous commit:
+`git worktree add /tmp/old HEAD~1`; its models/ imported as another package) beside this
+one's, in one process, in interleaved blocks (reps x rounds), so the same load hits both.
+
+--population times populations (models/diffusion/train.py, DiffusionPopulation): a population
+of capacity 16 holding one member against one of capacity 1 (target <= 1.2x), and K members
+drawn from search_spaces/diffusion-quick.yaml's bucket of the default (random tuner draws,
+padded to the largest) against the same K trials stepped one by one, with the padding's waste.
 """
 
 from __future__ import annotations
@@ -62,9 +73,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="steps per timed block")
     parser.add_argument("--reps", type=int, default=50, help="timed blocks of each kind")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--baseline", default=None, help="another checkout to time beside this one")
+    parser.add_argument("--rounds", type=int, default=3, help="alternations with --baseline")
+    parser.add_argument("--population", action="store_true", help="time populations instead")
+    parser.add_argument("--ks", default="1,4,16", help="population sizes for --population")
     parser.add_argument("overrides", nargs="*", help="Config overrides, key=value")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.baseline:
+        return against_baseline(args)
+    if args.population:
+        return populations(args)
     config = {"n_steps": 10**9} | parse_overrides(args.overrides)  # never runs out of steps
     cfg = Config.from_dict(config)
     pop = DiffusionPopulation(config, capacity=1, device=args.device)  # what train() runs
@@ -126,6 +145,96 @@ def main() -> None:
         label = f"{sampler}, {steps or cfg.T} steps"
         print(f"sampling 10,000 points ({label}): {wall:.2f} s wall, {cpu:.2f} s CPU")
     member.cfg = cfg
+
+def against_baseline(args: argparse.Namespace) -> None:
+    """This checkout's training step and args.baseline's in one process, in interleaved blocks
+    (the same load hits both): args.baseline's models/ is imported as another package."""
+    import importlib
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp())
+    shutil.copytree(Path(args.baseline) / "models", tmp / "baseline_models")
+    sys.path.insert(0, str(tmp))
+    config = {"n_steps": 10**9} | parse_overrides(args.overrides)
+
+    def stepper(module: str) -> Callable[[], object]:
+        tr = importlib.import_module(f"{module}.diffusion.train")
+        if hasattr(tr, "DiffusionPopulation"):  # train() is a population of one
+            pop = tr.DiffusionPopulation(config, capacity=1, device=args.device)
+            pop.add(config, seed=0)
+            return pop.train_step
+        state = tr.build(tr.Config.from_dict(config), args.device, seed=0)  # 967dcc6 and before
+        return lambda: tr.train_step(state)
+
+    steps = {"baseline": stepper("baseline_models"), "this": stepper("models")}
+    for _ in range(20):
+        for fn in steps.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(args.reps * args.rounds):
+        for name, fn in steps.items():
+            times[name].append(seconds_per_call(fn, args.steps)[1])
+    best = {k: min(v) for k, v in times.items()}
+    q25 = {k: sorted(v)[len(v) // 4] for k, v in times.items()}
+    print(f"{config} threads={args.threads} load={os.getloadavg()[0]:.1f}, "
+          f"{args.reps * args.rounds} interleaved blocks of {args.steps} steps, CPU time")
+    for k in steps:
+        print(f"{k:>8}: {1 / best[k]:7.1f} steps/s (fastest block), {1 / q25[k]:7.1f} (25th percentile)")
+    print(f"this / baseline: {best['baseline'] / best['this']:.3f} by the fastest blocks, "
+          f"{q25['baseline'] / q25['this']:.3f} by the 25th percentile (>= 1: no slower)")
+    shutil.rmtree(tmp)
+
+
+def populations(args: argparse.Namespace) -> None:
+    """Capacity cost and K-member steps against K lone steps (see the module doc)."""
+    import numpy as np
+
+    from harness.spec import load_spec
+    from harness.tuners.random import sample_uniform
+    from models.diffusion.train import bucket
+
+    spec = load_spec("diffusion-quick")
+    base = spec.config(spec.defaults()[0]) | {"n_steps": 10**9} | parse_overrides(args.overrides)
+    print(f"populations: load {os.getloadavg()[0]:.1f}, threads {torch.get_num_threads()}, "
+          f"fastest of {args.reps} blocks of {args.steps} steps, CPU time")
+
+    def timed(pops: list[DiffusionPopulation]) -> list[float]:
+        for pop in pops:
+            for _ in range(5):
+                pop.train_step()
+        best = [float("inf")] * len(pops)
+        for _ in range(args.reps):  # interleaved blocks
+            for j, pop in enumerate(pops):
+                best[j] = min(best[j], seconds_per_call(pop.train_step, args.steps)[1])
+        return best
+
+    one, big = (DiffusionPopulation(base, capacity=c, device=args.device) for c in (1, 16))
+    one.add(base, 0)
+    for seed in range(16):
+        big.add(base | {"width": 96}, seed)  # 15 of them leave: the rows compact and shrink
+    for slot in range(1, 16):
+        big.remove(slot)
+    big.add(base, 99)
+    big.remove(0)
+    t_one, t_big = timed([one, big])
+    print(f"one member: capacity 16 {t_big * 1e3:.2f} ms/step, capacity 1 {t_one * 1e3:.2f}: "
+          f"ratio {t_big / t_one:.3f} (target <= 1.2)")
+
+    draws = (spec.config(sample_uniform(spec, np.random.default_rng([0, i]))) for i in range(10**4))
+    same = [c | {"n_steps": 10**9} for c in draws if bucket(c) == bucket(base)]
+    for k in (int(x) for x in args.ks.split(",")):
+        pop = DiffusionPopulation(base, capacity=k, device=args.device)
+        alone = []
+        for seed, c in enumerate(same[:k]):
+            pop.add(c, seed)
+            alone.append(DiffusionPopulation(c, capacity=1, device=args.device))
+            alone[-1].add(c, seed)
+        t_pop, *t_alone = timed([pop, *alone])
+        print(f"K={k:>2}: {t_pop * 1e3:7.2f} ms/step for all, {sum(t_alone) * 1e3:7.2f} ms for "
+              f"{k} lone steps: speed {sum(t_alone) / t_pop:.2f}x; padding waste {pop.waste():.2f}x "
+              f"(padded to width {pop.shape.width}, depth {pop.shape.depth}, batch {pop.batch})")
+
 
 if __name__ == "__main__":
     main()

@@ -448,10 +448,12 @@ class DiffusionPopulation:
                 out[i, : m.cfg.T] = values(m)
             return out
 
-        self.sqrt_abar = table(lambda m: m.schedule.sqrt_abar)
-        self.sqrt_one_minus_abar = table(lambda m: m.schedule.sqrt_one_minus_abar)
-        self.coef_eps = table(lambda m: target_coefficients(m.cfg.prediction, m.schedule)[0])
-        self.coef_x0 = table(lambda m: target_coefficients(m.cfg.prediction, m.schedule)[1])
+        self.coef = torch.stack([  # [K, T, 4]: what one training step looks up at t
+            table(lambda m: m.schedule.sqrt_abar), table(lambda m: m.schedule.sqrt_one_minus_abar),
+            table(lambda m: target_coefficients(m.cfg.prediction, m.schedule)[0]),
+            table(lambda m: target_coefficients(m.cfg.prediction, m.schedule)[1]),
+        ], dim=-1)  # fmt: skip
+        self._row_ids = torch.arange(k, device=self.device)[:, None]  # [K, 1]
         self.t_scale = torch.tensor([1000.0 / m.cfg.T for m in members], **kw)
         self.sample_mask = None
         if any(m.cfg.batch_size != self.batch for m in members):
@@ -521,21 +523,20 @@ class DiffusionPopulation:
             ema_w[i] = 1 - ema_decay(m.cfg, m.step)
 
         x0, t, eps = train_x[self.idx], self.t, self.eps  # [K, B, D], [K, B], [K, B, D]
-
-        def at_t(table: torch.Tensor) -> torch.Tensor:  # [K, T] -> [K, B, 1]
-            return table.gather(1, t).unsqueeze(-1)
-
-        xt = at_t(self.sqrt_abar) * x0 + at_t(self.sqrt_one_minus_abar) * eps  # DDPM eq. 4
-        target = at_t(self.coef_eps) * eps + at_t(self.coef_x0) * x0  # eps, x0 or v
+        c = self.coef[self._row_ids, t]  # [K, B, 4]: each row's coefficients at its t
+        xt = c[..., 0:1] * x0 + c[..., 1:2] * eps  # DDPM eq. 4: sqrt(abar) x0 + sqrt(1-abar) eps
+        target = c[..., 2:3] * eps + c[..., 3:4] * x0  # eps, x0 or v (target_coefficients)
         self.grad.zero_()  # not set_to_none: the leaves' gradients are views of it
         if self._loss is None:  # one row: the plain call, no vmap
-            p = self._leaves
-            losses = self._member_loss(p, xt[0], t[0], target[0], *self._extras_one)[None]
+            loss = self._member_loss(self._leaves, xt[0], t[0], target[0], *self._extras_one)
+            loss.backward()
+            losses = loss.detach().unsqueeze(0)  # [1]
         else:
             losses = self._loss(self._leaves, xt, t, target, *self._extras)  # [K]
-        with warnings.catch_warnings():  # K rows: the leaves are strided views (by design)
-            warnings.filterwarnings("ignore", "grad and param do not obey the gradient layout")
-            losses.sum().backward()  # rows are independent: each row gets its member's gradient
+            with warnings.catch_warnings():  # the leaves are strided views of the rows
+                warnings.filterwarnings("ignore", "grad and param do not obey the gradient layout")
+                losses.sum().backward()  # rows are independent: each gets its member's gradient
+            losses = losses.detach()
         grad = self.grad  # [K, P]
         with torch.no_grad():
             if self.grad_mask is not None:
@@ -547,10 +548,10 @@ class DiffusionPopulation:
             else:
                 self.ema.lerp_(self.flat, torch.tensor(ema_w, dtype=self.dtype).to(self.device)[:, None])
             if len(rows) == k:
-                self.loss_sum.add_(losses.detach())
+                self.loss_sum.add_(losses)
             else:
                 on = torch.tensor(rows, device=self.device)
-                self.loss_sum.index_add_(0, on, losses.detach()[on])
+                self.loss_sum.index_add_(0, on, losses[on])
         share = (time.perf_counter() - t0) / len(rows)  # a member's share of the batched step
         for i in rows:
             m = self.members[i]
