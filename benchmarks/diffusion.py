@@ -4,6 +4,7 @@ outside the denoiser's forward/backward, and seconds to sample 10,000 points.
     .venv/bin/python benchmarks/diffusion.py [--threads 1] [--steps 200] [--reps 5] [key=value ...]
     .venv/bin/python benchmarks/diffusion.py --baseline /tmp/old-checkout [--rounds 3]
     .venv/bin/python benchmarks/diffusion.py --population [--ks 1,4,16]
+    .venv/bin/python benchmarks/diffusion.py --drift [--trials 8]
 
 key=value pairs override the trainer's Config (e.g. width=128 dataset=digits). A training
 step is everything `train` does per step: draw a batch, t and eps, noise the batch, the
@@ -22,6 +23,11 @@ one's, in one process, in interleaved blocks (reps x rounds), so the same load h
 of capacity 16 holding one member against one of capacity 1 (target <= 1.2x), and K members
 drawn from search_spaces/diffusion-quick.yaml's bucket of the default (random tuner draws,
 padded to the largest) against the same K trials stepped one by one, with the padding's waste.
+
+--drift measures how far a member trained in a population is from its solo run in float32:
+the random tuner's first --trials configurations of diffusion-quick, grouped by signature as
+the population engine groups them, each group trained as one population and each trial alone
+by train(), same seeds; prints the relative differences of the final loss and swd_ratio.
 """
 
 from __future__ import annotations
@@ -77,6 +83,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternations with --baseline")
     parser.add_argument("--population", action="store_true", help="time populations instead")
     parser.add_argument("--ks", default="1,4,16", help="population sizes for --population")
+    parser.add_argument("--max-waste", type=float, default=None,
+                        help="row groups' padding cap for --population (default: the device's)")
+    parser.add_argument("--drift", action="store_true", help="float32 drift against solo runs")
+    parser.add_argument("--trials", type=int, default=8, help="configurations for --drift")
     parser.add_argument("overrides", nargs="*", help="Config overrides, key=value")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -84,6 +94,8 @@ def main() -> None:
         return against_baseline(args)
     if args.population:
         return populations(args)
+    if args.drift:
+        return drift(args)
     config = {"n_steps": 10**9} | parse_overrides(args.overrides)  # never runs out of steps
     cfg = Config.from_dict(config)
     pop = DiffusionPopulation(config, capacity=1, device=args.device)  # what train() runs
@@ -97,7 +109,7 @@ def main() -> None:
     t = torch.randint(0, cfg.T, (x0.shape[0],), generator=g, device=x0.device)
     xt = member.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=g, device=x0.device))
     target = torch.randn(x0.shape, generator=g, device=x0.device)
-    params = {k: v.detach().clone().requires_grad_(True) for k, v in pop._own(pop.flat, 0, member).items()}
+    params = {k: v.requires_grad_(True) for k, v in pop.weights(slot).items()}
 
     def bare() -> None:
         out = denoise(params, xt, t, shape=member.shape, T=cfg.T, t_scale=1000.0 / cfg.T)
@@ -117,7 +129,7 @@ def main() -> None:
     step_wall, bare_wall = min(w for w, _ in step_s), min(w for w, _ in bare_s)
     step_cpu, bare_cpu = min(c for _, c in step_s), min(c for _, c in bare_s)
 
-    n_params = pop.flat.numel()
+    n_params = sum(p.numel() for p in params.values())
     print(
         f"diffusion benchmark: dataset={cfg.dataset} width={cfg.width} depth={cfg.depth} "
         f"T={cfg.T} batch={cfg.batch_size} params={n_params:,} device={args.device} "
@@ -224,7 +236,7 @@ def populations(args: argparse.Namespace) -> None:
     draws = (spec.config(sample_uniform(spec, np.random.default_rng([0, i]))) for i in range(10**4))
     same = [c | {"n_steps": 10**9} for c in draws if bucket(c) == bucket(base)]
     for k in (int(x) for x in args.ks.split(",")):
-        pop = DiffusionPopulation(base, capacity=k, device=args.device)
+        pop = DiffusionPopulation(base, capacity=k, device=args.device, max_waste=args.max_waste)
         alone = []
         for seed, c in enumerate(same[:k]):
             pop.add(c, seed)
@@ -233,7 +245,44 @@ def populations(args: argparse.Namespace) -> None:
         t_pop, *t_alone = timed([pop, *alone])
         print(f"K={k:>2}: {t_pop * 1e3:7.2f} ms/step for all, {sum(t_alone) * 1e3:7.2f} ms for "
               f"{k} lone steps: speed {sum(t_alone) / t_pop:.2f}x; padding waste {pop.waste():.2f}x "
-              f"(padded to width {pop.shape.width}, depth {pop.shape.depth}, batch {pop.batch})")
+              f"({len(pop.groups)} row groups)")
+
+
+def drift(args: argparse.Namespace) -> None:
+    """Members against their solo runs, float32 (see the module doc)."""
+    import numpy as np
+
+    from harness.spec import load_spec
+    from harness.tuners.random import sample_uniform
+    from models.diffusion.train import train
+
+    spec = load_spec("diffusion-quick")
+    configs = [spec.config(sample_uniform(spec, np.random.default_rng([0, i])))
+               for i in range(args.trials)]  # fmt: skip
+    form = train.population  # type: ignore[attr-defined]
+    groups: dict[object, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(form.signature(c), []).append(i)
+    print(f"float32 drift, diffusion-quick, {args.trials} random configurations in "
+          f"{len(groups)} populations (load {os.getloadavg()[0]:.1f})")
+    ours: dict[int, dict[str, float]] = {}
+    for rows in groups.values():
+        pop = DiffusionPopulation(configs[rows[0]], capacity=len(rows), device=args.device)
+        slots = {pop.add(configs[i], seed=i): i for i in rows}
+        while pop.occupied():
+            for ev in pop.advance():
+                if ev.kind != "report":
+                    ours[slots[ev.slot]] = ev.metrics
+                    pop.remove(ev.slot)
+    worst = 0.0
+    for i, c in enumerate(configs):
+        solo = train(c, device=args.device, seed=i)
+        rel = {k: abs(ours[i][k] - solo[k]) / abs(solo[k]) for k in ("loss", "swd_ratio")}
+        worst = max(worst, rel["swd_ratio"])
+        print(f"  trial {i} (width {c['width']}, depth {c['depth']}, batch {c['batch_size']}, "
+              f"T {c['T']}): swd_ratio {solo['swd_ratio']:.4f} alone, {ours[i]['swd_ratio']:.4f} "
+              f"in its population: {rel['swd_ratio']:.2e} relative (loss {rel['loss']:.2e})")
+    print(f"largest relative difference of swd_ratio: {worst:.2e}")
 
 
 if __name__ == "__main__":

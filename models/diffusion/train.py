@@ -74,6 +74,7 @@ PRIMARY_METRIC = "swd_ratio"
 REPORT_METRICS = ("swd",)  # cheap metrics at intermediate reports; the final step has all
 N_FLOOR_DRAWS = 3
 EVAL_SEED_OFFSET = 1_000_003  # eval sampling noise: fixed per run, independent of training noise
+CPU_MAX_WASTE = 1.5  # on a CPU, a row group's padded arithmetic stays within 1.5x its own
 
 
 @dataclass
@@ -309,88 +310,34 @@ class _Member:
     error: BaseException | None = None  # what made it fail (train() re-raises it)
 
 
-class DiffusionPopulation:
-    """Up to ``capacity`` diffusion trials of one STRUCTURAL signature, one step at a time
-    (models/population.py's protocol). Rows = the occupied places, in join order; slots are the
-    stable names the harness knows them by."""
+class _Rows:
+    """Members trained as one padded batch: their weights are rows of flat [K, P] in one
+    padded shape (the largest width, depth, batch and T among them). Rows = members, in join
+    order; `layout` re-packs them whenever one joins or leaves."""
 
-    def __init__(self, config: Mapping[str, Any], *, capacity: int, device: str = "cpu") -> None:
-        if capacity < 1:
-            raise ValueError(f"population capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
-        self.cfg = Config.from_dict(config)
-        self.device = torch.device(device)
-        self.data, self.evaluator = cached_evaluator(self.cfg, self.device)
-        self.dtype = self.data.train.dtype
-        self.members: list[_Member] = []  # the rows
-        self._layout([])
-
-    # ------------------------------------------------------------------ membership
-
-    def add(self, config: Mapping[str, Any], seed: int, artifact_dir: str | None = None) -> int:
-        cfg = Config.from_dict(config)
-        differ = [k for k in STRUCTURAL if getattr(cfg, k) != getattr(self.cfg, k)]
-        if differ:
-            diff = [f"{k}={getattr(cfg, k)!r} (population: {getattr(self.cfg, k)!r})" for k in differ]
-            raise ValueError(f"diffusion population: structural keys differ: {', '.join(diff)}")
-        if len(self.members) >= self.capacity:
-            raise ValueError(f"diffusion population: full ({self.capacity} members)")
-        used = {m.slot for m in self.members}
-        slot = min(s for s in range(self.capacity) if s not in used)
-        shape = member_shape(cfg, self.data)
-        # the weights at the member's own shape, from the global RNG seeded with its seed (as
-        # every earlier version of this trainer drew them), without touching the caller's RNG
-        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            net = Denoiser(shape.dim, cfg.T, shape.width, shape.depth, shape.input_embedding)
-        init = {k: v.detach().to(self.device, self.dtype) for k, v in net.named_parameters()}
-        member = _Member(
-            slot, cfg, seed, shape, make_schedule(cfg.schedule, cfg.T).to(self.device, self.dtype),
-            torch.Generator(self.device).manual_seed(seed), artifact_dir, init,
-        )  # fmt: skip
-        self._layout([*self.members, member])
-        return slot
-
-    def remove(self, slot: int) -> None:
-        keep = [m for m in self.members if m.slot != slot]
-        if len(keep) == len(self.members):
-            raise ValueError(f"diffusion population: slot {slot} is empty")
-        self._layout(keep)
-
-    def occupied(self) -> list[int]:
-        return sorted(m.slot for m in self.members)
+    def __init__(self, data: Splits, embedding: str, device: torch.device) -> None:
+        self.data, self.embedding, self.device = data, embedding, device
+        self.dtype = data.train.dtype
+        self.members: list[_Member] = []
+        self.layout([])
 
     def _row_params(self, flat_row: torch.Tensor) -> Params:
         """[P] -> the padded denoiser's parameters (views)."""
         parts = flat_row.split(self.numels)
         return {n: p.view(s) for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
 
-    def weights(self, slot: int, *, ema: bool = False) -> Params:
-        """The weights (or their EMA) of the member in `slot`, at its own shape (copies)."""
-        i, m = self._row(slot)
-        return self._own(self.ema if ema else self.flat, i, m)
-
-    def _row(self, slot: int) -> tuple[int, _Member]:
-        for i, m in enumerate(self.members):
-            if m.slot == slot:
-                return i, m
-        raise ValueError(f"diffusion population: slot {slot} is empty")
-
     def _own(self, buf: torch.Tensor, row: int, m: _Member) -> Params:
         """Member m's parameters at its own shape, out of row `row` of buf [K, P] (copies)."""
         return unpack(self._row_params(buf[row]), self.shape, m.shape)
 
-    def _layout(self, members: list[_Member]) -> None:
+    def layout(self, members: list[_Member]) -> None:
         """Rebuild the rows for `members` (kept in order, newcomers appended): the padded shape
         (the largest width, depth, batch and T among them), every member's weights, EMA and Adam
         moments re-packed into it, and the per-member tables of one training step."""
         old = {id(m): i for i, m in enumerate(self.members)}
         dim = self.data.dim
-        embedding = member_shape(self.cfg, self.data).input_embedding
-        width = max((m.shape.width for m in members), default=1)
-        depth = max((m.shape.depth for m in members), default=0)
-        shape = Shape(dim, width, depth, embedding)
+        shape = padded_shape([m.shape for m in members], dim, self.embedding)
+        width = shape.width
         rows: dict[str, list[torch.Tensor]] = {"flat": [], "ema": [], "m": [], "v": []}
         for m in members:
             if id(m) in old:
@@ -503,13 +450,12 @@ class DiffusionPopulation:
         per_sample = (pred - target).square().sum(-1)  # [B]
         return (per_sample * sample_mask).sum() / (sample_mask.sum() * pred.shape[-1])
 
-    def train_step(self) -> None:
-        """One optimizer step for every member that is still training."""
-        rows = [i for i, m in enumerate(self.members) if not m.finished and m.step < m.cfg.n_steps]
-        if rows:
-            self._train_step(rows)
+    def training(self) -> list[int]:
+        """The rows of the members still training."""
+        return [i for i, m in enumerate(self.members) if not m.finished and m.step < m.cfg.n_steps]
 
-    def _train_step(self, rows: list[int]) -> None:
+    def train_step(self, rows: list[int]) -> None:
+        """One optimizer step for the members in `rows` (the others keep their state)."""
         t0 = time.perf_counter()
         train_x, dim, k = self.data.train, self.data.dim, len(self.members)
         lr, weight_decay, ema_w = [0.0] * k, [0.0] * k, [0.0] * k
@@ -559,6 +505,140 @@ class DiffusionPopulation:
             m.n_losses += 1
             m.train_seconds += share
 
+    def take_loss(self, m: _Member) -> float:
+        """m's mean training loss since its last report (NaN before any step); resets it."""
+        i = self.members.index(m)
+        loss = float(self.loss_sum[i]) / m.n_losses if m.n_losses else math.nan
+        self.loss_sum[i] = 0
+        m.n_losses = 0
+        return loss
+
+    def own(self, m: _Member, *, ema: bool = False) -> Params:
+        """m's weights (or their EMA) at its own shape (copies)."""
+        return self._own(self.ema if ema else self.flat, self.members.index(m), m)
+
+    def waste(self, extra: _Member | None = None) -> float:
+        """Compute spent on padding (with `extra` joining): the padded step's multiply-adds
+        over the members' own (1.0 = none), by the denoiser's matrix sizes."""
+        members = self.members + ([] if extra is None else [extra])
+        if not members:
+            return 1.0
+        shape = padded_shape([m.shape for m in members], self.data.dim, self.embedding)
+        batch, T = max(m.cfg.batch_size for m in members), max(m.cfg.T for m in members)
+        own = sum(_flops(m.shape, m.cfg.batch_size, m.cfg.T) for m in members)
+        return len(members) * _flops(shape, batch, T) / own
+
+
+def padded_shape(shapes: list[Shape], dim: int, embedding: str) -> Shape:
+    """The smallest shape that holds every one of `shapes`."""
+    width = max((s.width for s in shapes), default=1)
+    return Shape(dim, width, max((s.depth for s in shapes), default=0), embedding)
+
+
+def default_max_waste(device: torch.device) -> float:
+    """CPU_MAX_WASTE on a CPU; unbounded (one row group) on an accelerator."""
+    return CPU_MAX_WASTE if device.type == "cpu" else math.inf
+
+
+class DiffusionPopulation:
+    """Up to ``capacity`` diffusion trials of one STRUCTURAL signature, one step at a time
+    (models/population.py's protocol); slots are the stable names the harness knows them by.
+
+    Members are placed in row groups (`_Rows`, each one padded batch): a newcomer joins the
+    group where the padding's waste (padded multiply-adds over the members' own) stays lowest
+    and at most `max_waste`, else it opens a group of its own. On an accelerator, where small
+    kernels cost their launch, one group takes everyone (max_waste = inf); on a CPU, where the
+    padded arithmetic costs its time, groups stay within CPU_MAX_WASTE."""
+
+    def __init__(
+        self, config: Mapping[str, Any], *, capacity: int, device: str = "cpu",
+        max_waste: float | None = None,
+    ) -> None:  # fmt: skip
+        if capacity < 1:
+            raise ValueError(f"population capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.cfg = Config.from_dict(config)
+        self.device = torch.device(device)
+        self.data, self.evaluator = cached_evaluator(self.cfg, self.device)
+        self.dtype = self.data.train.dtype
+        self.embedding = member_shape(self.cfg, self.data).input_embedding
+        self.max_waste = default_max_waste(self.device) if max_waste is None else max_waste
+        self.groups: list[_Rows] = []
+
+    @property
+    def members(self) -> list[_Member]:
+        return [m for g in self.groups for m in g.members]
+
+    # ------------------------------------------------------------------ membership
+
+    def add(self, config: Mapping[str, Any], seed: int, artifact_dir: str | None = None) -> int:
+        cfg = Config.from_dict(config)
+        differ = [k for k in STRUCTURAL if getattr(cfg, k) != getattr(self.cfg, k)]
+        if differ:
+            diff = [f"{k}={getattr(cfg, k)!r} (population: {getattr(self.cfg, k)!r})" for k in differ]
+            raise ValueError(f"diffusion population: structural keys differ: {', '.join(diff)}")
+        members = self.members
+        if len(members) >= self.capacity:
+            raise ValueError(f"diffusion population: full ({self.capacity} members)")
+        used = {m.slot for m in members}
+        slot = min(s for s in range(self.capacity) if s not in used)
+        shape = member_shape(cfg, self.data)
+        # the weights at the member's own shape, from the global RNG seeded with its seed (as
+        # every earlier version of this trainer drew them), without touching the caller's RNG
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            net = Denoiser(shape.dim, cfg.T, shape.width, shape.depth, shape.input_embedding)
+        init = {k: v.detach().to(self.device, self.dtype) for k, v in net.named_parameters()}
+        member = _Member(
+            slot, cfg, seed, shape, make_schedule(cfg.schedule, cfg.T).to(self.device, self.dtype),
+            torch.Generator(self.device).manual_seed(seed), artifact_dir, init,
+        )  # fmt: skip
+        fits = [(g.waste(member), i) for i, g in enumerate(self.groups)]
+        fits = [(w, i) for w, i in fits if w <= self.max_waste]
+        if fits:
+            group = self.groups[min(fits)[1]]
+        else:
+            group = _Rows(self.data, self.embedding, self.device)
+            self.groups.append(group)
+        group.layout([*group.members, member])
+        return slot
+
+    def remove(self, slot: int) -> None:
+        group, m = self._find(slot)
+        group.layout([x for x in group.members if x is not m])
+        if not group.members:
+            self.groups.remove(group)
+
+    def occupied(self) -> list[int]:
+        return sorted(m.slot for m in self.members)
+
+    def _find(self, slot: int) -> tuple[_Rows, _Member]:
+        for g in self.groups:
+            for m in g.members:
+                if m.slot == slot:
+                    return g, m
+        raise ValueError(f"diffusion population: slot {slot} is empty")
+
+    def weights(self, slot: int, *, ema: bool = False) -> Params:
+        """The weights (or their EMA) of the member in `slot`, at its own shape (copies)."""
+        group, m = self._find(slot)
+        return group.own(m, ema=ema)
+
+    def train_step(self) -> None:
+        """One optimizer step for every member still training (no reports)."""
+        for g in self.groups:
+            rows = g.training()
+            if rows:
+                g.train_step(rows)
+
+    def waste(self) -> float:
+        """Compute spent on padding over all groups (1.0 = none)."""
+        own = sum(_flops(m.shape, m.cfg.batch_size, m.cfg.T) for m in self.members)
+        padded = sum(g.waste() * sum(_flops(m.shape, m.cfg.batch_size, m.cfg.T) for m in g.members)
+                     for g in self.groups)  # fmt: skip
+        return padded / own if own else 1.0
+
     # ------------------------------------------------------------------ reports
 
     def advance(self) -> list[MemberEvent]:
@@ -566,13 +646,13 @@ class DiffusionPopulation:
         order), then the members that finished or failed (models/population.py)."""
         live = [m for m in self.members if not m.finished]
         ends: list[MemberEvent] = []
-        rows = [i for i, m in enumerate(self.members) if not m.finished and m.step < m.cfg.n_steps]
-        if rows:
-            try:
-                self._train_step(rows)
-            except Exception as exc:  # a batched step has no single culprit: its members fail
-                for i in rows:
-                    ends.append(self._fail(self.members[i], exc))
+        for g in self.groups:
+            rows = g.training()
+            if rows:
+                try:
+                    g.train_step(rows)
+                except Exception as exc:  # a batched step has no single culprit: its rows fail
+                    ends.extend(self._fail(g.members[i], exc) for i in rows)
         reports: list[MemberEvent] = []
         for m in live:
             due = m.step == m.cfg.n_steps or (m.step > 0 and m.step % m.cfg.report_every == 0)
@@ -609,12 +689,9 @@ class DiffusionPopulation:
     def _evaluate(self, m: _Member) -> dict[str, float]:
         """The mean training loss since m's last report and its samples' metrics (all of
         them at its last step), as train() reports them."""
-        i = self.members.index(m)
-        loss = float(self.loss_sum[i]) / m.n_losses if m.n_losses else math.nan
-        self.loss_sum[i] = 0
-        m.n_losses = 0
-        out = {"loss": loss}
-        if m.step > 0 and not math.isfinite(loss):  # diverged: report NaN, no sampling
+        group, _ = self._find(m.slot)
+        out = {"loss": group.take_loss(m)}
+        if m.step > 0 and not math.isfinite(out["loss"]):  # diverged: report NaN, no sampling
             return {**out, PRIMARY_METRIC: math.nan}
         t0 = time.perf_counter()
         samples = self.samples(m.slot)
@@ -630,8 +707,8 @@ class DiffusionPopulation:
         """n samples [n, D] (default: as many as held-out points) from the EMA weights of the
         member in `slot`, at its own shape, with its sampler; noise seeded by `seed` (default
         its seed + EVAL_SEED_OFFSET: the same noise at every report)."""
-        i, m = self._row(slot)
-        cfg, own = m.cfg, self._own(self.ema, i, m)
+        group, m = self._find(slot)
+        cfg, own = m.cfg, group.own(m, ema=True)
 
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return denoise(own, x, t, shape=m.shape, T=cfg.T, t_scale=1000.0 / cfg.T)
@@ -642,14 +719,6 @@ class DiffusionPopulation:
             sampler=cfg.sampler, steps=cfg.sampling_steps, prediction=cfg.prediction,
             clip=self.data.clip, generator=torch.Generator(self.device).manual_seed(seed),
         )  # fmt: skip
-
-    def waste(self) -> float:
-        """Compute spent on padding: the padded step's multiply-adds over the members' own
-        (1.0 = none), by the denoiser's matrix sizes (models the step's cost well)."""
-        if not self.members:
-            return 1.0
-        own = sum(_flops(m.shape, m.cfg.batch_size, m.cfg.T) for m in self.members)
-        return len(self.members) * _flops(self.shape, self.batch, self.T) / own
 
 
 def _rows(buf: torch.Tensor, offset: int, size: tuple[int, ...]) -> torch.Tensor:

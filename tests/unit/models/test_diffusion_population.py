@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from models.diffusion.train import (
+    CPU_MAX_WASTE,
     PADDED,
     PER_MEMBER,
     STRUCTURAL,
@@ -27,6 +28,7 @@ from models.diffusion.train import (
     DiffusionPopulation,
     bucket,
     bucket_limits,
+    default_max_waste,
     train,
 )
 from models.population import MemberEvent, population_form
@@ -137,12 +139,15 @@ def assert_matches_solo(events: list[MemberEvent], config: dict[str, Any], seed:
     assert_close(events[-1].metrics, result, f"result: {config}")
 
 
-@pytest.mark.parametrize("k", [1, 3, 8])
-def test_members_of_mixed_structures_equal_their_solo_runs_on_moons(k: int) -> None:
+@pytest.mark.parametrize(("k", "max_waste"), [(1, math.inf), (3, math.inf), (8, math.inf), (8, None)])
+def test_members_of_mixed_structures_equal_their_solo_runs_on_moons(k: int, max_waste: float | None) -> None:
+    """One padded row group for everyone (max_waste = inf: an accelerator's default), and the
+    CPU's default (groups of at most 1.5x padding waste)."""
     configs = [TINY | extra for extra in MIXED[:k]]
-    pop = train.population.make(TINY, capacity=k)
+    pop = DiffusionPopulation(TINY, capacity=k, max_waste=max_waste)
     events = run(pop, {0: [(c, 10 + i) for i, c in enumerate(configs)]})
     assert len(events) == k
+    assert len(pop.groups) == 0  # all done and removed
     for i, c in enumerate(configs):
         assert_matches_solo(events[(i, 10 + i)], c, 10 + i)
 
@@ -154,7 +159,7 @@ def test_members_equal_their_solo_runs_on_digits_with_ddpm(tmp_path: Path) -> No
     base = TINY | {"dataset": "digits", "sampler": "ddpm", "n_steps": 6, "report_every": 3}
     configs = [base, base | {"lr": 8e-3, "ema_decay": 0.9, "width": 24, "depth": 1},
                base | {"n_steps": 4, "lr": 1e-3, "width": 8, "batch_size": 50}]  # fmt: skip
-    pop = train.population.make(base, capacity=3)
+    pop = DiffusionPopulation(base, capacity=3, max_waste=math.inf)
     dirs = [tmp_path / str(i) for i in range(3)]
     for i, c in enumerate(configs):
         assert pop.add(c, 20 + i, artifact_dir=str(dirs[i])) == i
@@ -175,7 +180,7 @@ def test_members_join_and_leave_midway_and_still_equal_their_solo_runs() -> None
     fourth member, deeper and with the largest batch, joins later (re-padding everyone)."""
     a, b, c, d = (TINY | MIXED[i] for i in (0, 3, 1, 7))
     d = d | {"depth": 3}
-    pop = train.population.make(TINY, capacity=3)
+    pop = DiffusionPopulation(TINY, capacity=3, max_waste=math.inf)
     events = run(pop, {0: [(a, 1), (b, 2)], 5: [(c, 3)], 7: [(d, 4)]}, remove_at={5: 1})
     assert_matches_solo(events[(0, 1)], a, 1)
     assert [e.step for e in events[(1, 2)]] == [4]  # its report at step 4, then pruned
@@ -191,7 +196,7 @@ def test_a_member_diverging_midway_fails_alone() -> None:
     and the others are unchanged."""
     bad = TINY | {"lr": 1e300, "warmup_steps": 0, "width": 40}
     a, b = TINY | MIXED[1], TINY | MIXED[3]
-    pop = train.population.make(TINY, capacity=3)
+    pop = DiffusionPopulation(TINY, capacity=3, max_waste=math.inf)
     events = run(pop, {0: [(a, 1), (b, 2)], 3: [(bad, 3)], 9: [(a, 5)]})
     failed = events[(2, 3)]
     assert [e.kind for e in failed] == ["report", "failed"], failed
@@ -211,7 +216,7 @@ def test_a_member_whose_artifact_write_raises_fails_alone(tmp_path: Path) -> Non
     blocked = tmp_path / "blocked"
     blocked.write_text("a file, not a folder")
     a, b = TINY | MIXED[1], TINY | MIXED[2]
-    pop = train.population.make(TINY, capacity=2)
+    pop = DiffusionPopulation(TINY, capacity=2, max_waste=math.inf)
     assert pop.add(a, 1) == 0 and pop.add(b, 2, artifact_dir=str(blocked / "x")) == 1
     events: dict[int, list[MemberEvent]] = {0: [], 1: []}
     while pop.occupied():
@@ -229,40 +234,60 @@ def test_rows_hold_only_occupied_places_and_padding_follows_the_widest() -> None
     """No cost for empty places: the rows are the members (compacted on remove), the padded
     shape is the largest member's (it shrinks when the widest leaves), a population of one
     member has exactly that member's shape (no padding, no masks) and its weights."""
-    pop = train.population.make(TINY, capacity=4)
-    assert pop.flat.shape[0] == 0
+    pop = DiffusionPopulation(TINY, capacity=4, max_waste=math.inf)
+    assert pop.groups == [] and pop.waste() == 1.0
     wide, deep = TINY | {"width": 40, "batch_size": 50}, TINY | {"depth": 3, "T": 60}
     for seed, c in enumerate((TINY, wide, deep)):
         pop.add(c, seed)
-    assert pop.flat.shape[0] == 3 and (pop.shape.width, pop.shape.depth) == (40, 3)
-    assert (pop.batch, pop.T) == (50, 60) and pop.grad_mask is not None
+    (g,) = pop.groups
+    assert g.flat.shape[0] == 3 and (g.shape.width, g.shape.depth) == (40, 3)
+    assert (g.batch, g.T) == (50, 60) and g.grad_mask is not None and pop.waste() > 1.5
     for _ in range(3):
         pop.advance()
     before = pop.weights(0)
     pop.remove(1)
     pop.remove(2)
-    assert pop.flat.shape[0] == 1 and pop.occupied() == [0]
-    assert (pop.shape.width, pop.shape.depth, pop.batch, pop.T) == (16, 2, 32, 20)
-    assert pop.grad_mask is None and pop.pad is None and pop.sample_mask is None
-    assert pop.flat.shape[1] == sum(p.numel() for p in before.values())
+    assert g.flat.shape[0] == 1 and pop.occupied() == [0]
+    assert (g.shape.width, g.shape.depth, g.batch, g.T) == (16, 2, 32, 20)
+    assert g.grad_mask is None and g.pad is None and g.sample_mask is None
+    assert g.flat.shape[1] == sum(p.numel() for p in before.values())
     after = pop.weights(0)
     assert all(torch.equal(before[k], after[k]) for k in before)  # re-packing is exact
     assert pop.waste() == 1.0
     with pytest.raises(ValueError, match="empty"):
         pop.remove(3)
+    pop.remove(0)
+    assert pop.groups == [] and pop.occupied() == []
+
+
+def test_on_a_cpu_row_groups_bound_the_padding_waste() -> None:
+    """The CPU default: a newcomer joins the row group where the waste stays lowest and within
+    CPU_MAX_WASTE, else opens its own; members of equal shape share one group."""
+    pop = DiffusionPopulation(TINY, capacity=16)
+    assert pop.max_waste == CPU_MAX_WASTE
+    for i, extra in enumerate(MIXED):
+        pop.add(TINY | extra, i)
+    for i, extra in enumerate(MIXED):
+        pop.add(TINY | extra | {"lr": 1e-3}, 100 + i)
+    assert 1 < len(pop.groups) < 16
+    assert all(g.waste() <= CPU_MAX_WASTE for g in pop.groups)
+    assert all(len(g.members) >= 2 for g in pop.groups)  # each shape has a twin
+    assert pop.waste() <= CPU_MAX_WASTE
+    assert default_max_waste(torch.device("cuda")) == math.inf
 
 
 def test_padded_entries_stay_exact_zeros() -> None:
-    pop = train.population.make(TINY, capacity=2)
+    pop = DiffusionPopulation(TINY, capacity=2, max_waste=math.inf)
     pop.add(TINY | {"width": 8, "depth": 1}, 0)
     pop.add(TINY | {"width": 24}, 1)
     for _ in range(5):
         pop.advance()
-    assert pop.grad_mask is not None
-    padded = pop.grad_mask == 0
-    for buf in (pop.flat, pop.ema, pop.opt.exp_avg[0], pop.opt.exp_avg_sq[0]):
+    (g,) = pop.groups
+    assert g.grad_mask is not None
+    padded = g.grad_mask == 0
+    for buf in (g.flat, g.ema, g.opt.exp_avg[0], g.opt.exp_avg_sq[0]):
         assert torch.count_nonzero(buf[padded]) == 0
-    assert torch.count_nonzero(pop.flat[~padded]) > 0.9 * (~padded).sum()
+    assert torch.count_nonzero(g.flat[~padded]) > 0.9 * (~padded).sum()
 
 
 def test_every_config_field_is_classified_exactly_once() -> None:
