@@ -74,7 +74,12 @@ PRIMARY_METRIC = "swd_ratio"
 REPORT_METRICS = ("swd",)  # cheap metrics at intermediate reports; the final step has all
 N_FLOOR_DRAWS = 3
 EVAL_SEED_OFFSET = 1_000_003  # eval sampling noise: fixed per run, independent of training noise
-CPU_MAX_WASTE = 1.5  # on a CPU, a row group's padded arithmetic stays within 1.5x its own
+# A row group's fixed cost per step on a CPU, in the denoiser's multiply-adds (_flops), beyond
+# what its members would cost alone. Measured here (one thread, float32): a lone step costs
+# ~1.0 ms + 0.12 ms per million multiply-adds, a vmapped group ~2.8 ms + 0.17 ms per million
+# (padded): batching saves nothing a padding could spend, so on a CPU only members whose
+# padding is free (equal shapes) share a group. benchmarks/diffusion.py --population measures it.
+CPU_GROUP_OVERHEAD = 0.0
 
 
 @dataclass
@@ -517,16 +522,19 @@ class _Rows:
         """m's weights (or their EMA) at its own shape (copies)."""
         return self._own(self.ema if ema else self.flat, self.members.index(m), m)
 
-    def waste(self, extra: _Member | None = None) -> float:
-        """Compute spent on padding (with `extra` joining): the padded step's multiply-adds
-        over the members' own (1.0 = none), by the denoiser's matrix sizes."""
+    def cost(self, extra: _Member | None = None) -> float:
+        """The padded multiply-adds of one step (with `extra` joining)."""
         members = self.members + ([] if extra is None else [extra])
         if not members:
-            return 1.0
+            return 0.0
         shape = padded_shape([m.shape for m in members], self.data.dim, self.embedding)
         batch, T = max(m.cfg.batch_size for m in members), max(m.cfg.T for m in members)
-        own = sum(_flops(m.shape, m.cfg.batch_size, m.cfg.T) for m in members)
-        return len(members) * _flops(shape, batch, T) / own
+        return len(members) * _flops(shape, batch, T)
+
+    def waste(self) -> float:
+        """Compute spent on padding: the padded multiply-adds over the members' own (1 = none)."""
+        own = sum(_flops(m.shape, m.cfg.batch_size, m.cfg.T) for m in self.members)
+        return self.cost() / own if own else 1.0
 
 
 def padded_shape(shapes: list[Shape], dim: int, embedding: str) -> Shape:
@@ -535,24 +543,25 @@ def padded_shape(shapes: list[Shape], dim: int, embedding: str) -> Shape:
     return Shape(dim, width, max((s.depth for s in shapes), default=0), embedding)
 
 
-def default_max_waste(device: torch.device) -> float:
-    """CPU_MAX_WASTE on a CPU; unbounded (one row group) on an accelerator."""
-    return CPU_MAX_WASTE if device.type == "cpu" else math.inf
+def default_group_overhead(device: torch.device) -> float:
+    """CPU_GROUP_OVERHEAD on a CPU; unbounded on an accelerator, where a step's small kernels
+    cost their launches, not their arithmetic (one row group takes everyone)."""
+    return CPU_GROUP_OVERHEAD if device.type == "cpu" else math.inf
 
 
 class DiffusionPopulation:
     """Up to ``capacity`` diffusion trials of one STRUCTURAL signature, one step at a time
     (models/population.py's protocol); slots are the stable names the harness knows them by.
 
-    Members are placed in row groups (`_Rows`, each one padded batch): a newcomer joins the
-    group where the padding's waste (padded multiply-adds over the members' own) stays lowest
-    and at most `max_waste`, else it opens a group of its own. On an accelerator, where small
-    kernels cost their launch, one group takes everyone (max_waste = inf); on a CPU, where the
-    padded arithmetic costs its time, groups stay within CPU_MAX_WASTE."""
+    Members are placed in row groups (`_Rows`, each one padded batch) by a cost model: a
+    group's step costs `group_overhead` plus its padded multiply-adds; a newcomer joins the
+    group that it makes the least dearer, or opens its own when that is cheaper. On a CPU
+    (CPU_GROUP_OVERHEAD, measured) only members whose padding is free share a group; on an
+    accelerator the overhead is unbounded: one group takes everyone."""
 
     def __init__(
         self, config: Mapping[str, Any], *, capacity: int, device: str = "cpu",
-        max_waste: float | None = None,
+        group_overhead: float | None = None,
     ) -> None:  # fmt: skip
         if capacity < 1:
             raise ValueError(f"population capacity must be >= 1, got {capacity}")
@@ -562,7 +571,9 @@ class DiffusionPopulation:
         self.data, self.evaluator = cached_evaluator(self.cfg, self.device)
         self.dtype = self.data.train.dtype
         self.embedding = member_shape(self.cfg, self.data).input_embedding
-        self.max_waste = default_max_waste(self.device) if max_waste is None else max_waste
+        self.group_overhead = (
+            default_group_overhead(self.device) if group_overhead is None else group_overhead
+        )
         self.groups: list[_Rows] = []
 
     @property
@@ -594,10 +605,10 @@ class DiffusionPopulation:
             slot, cfg, seed, shape, make_schedule(cfg.schedule, cfg.T).to(self.device, self.dtype),
             torch.Generator(self.device).manual_seed(seed), artifact_dir, init,
         )  # fmt: skip
-        fits = [(g.waste(member), i) for i, g in enumerate(self.groups)]
-        fits = [(w, i) for w, i in fits if w <= self.max_waste]
-        if fits:
-            group = self.groups[min(fits)[1]]
+        alone = self.group_overhead + _flops(shape, cfg.batch_size, cfg.T)
+        extra = [(g.cost(member) - g.cost(), i) for i, g in enumerate(self.groups)]
+        if extra and min(extra)[0] <= alone:
+            group = self.groups[min(extra)[1]]
         else:
             group = _Rows(self.data, self.embedding, self.device)
             self.groups.append(group)
@@ -635,9 +646,7 @@ class DiffusionPopulation:
     def waste(self) -> float:
         """Compute spent on padding over all groups (1.0 = none)."""
         own = sum(_flops(m.shape, m.cfg.batch_size, m.cfg.T) for m in self.members)
-        padded = sum(g.waste() * sum(_flops(m.shape, m.cfg.batch_size, m.cfg.T) for m in g.members)
-                     for g in self.groups)  # fmt: skip
-        return padded / own if own else 1.0
+        return sum(g.cost() for g in self.groups) / own if own else 1.0
 
     # ------------------------------------------------------------------ reports
 

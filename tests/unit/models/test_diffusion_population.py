@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from models.diffusion.train import (
-    CPU_MAX_WASTE,
+    CPU_GROUP_OVERHEAD,
     PADDED,
     PER_MEMBER,
     STRUCTURAL,
@@ -28,7 +28,7 @@ from models.diffusion.train import (
     DiffusionPopulation,
     bucket,
     bucket_limits,
-    default_max_waste,
+    default_group_overhead,
     train,
 )
 from models.population import MemberEvent, population_form
@@ -139,12 +139,14 @@ def assert_matches_solo(events: list[MemberEvent], config: dict[str, Any], seed:
     assert_close(events[-1].metrics, result, f"result: {config}")
 
 
-@pytest.mark.parametrize(("k", "max_waste"), [(1, math.inf), (3, math.inf), (8, math.inf), (8, None)])
-def test_members_of_mixed_structures_equal_their_solo_runs_on_moons(k: int, max_waste: float | None) -> None:
-    """One padded row group for everyone (max_waste = inf: an accelerator's default), and the
-    CPU's default (groups of at most 1.5x padding waste)."""
+@pytest.mark.parametrize(("k", "group_overhead"), [(1, math.inf), (3, math.inf), (8, math.inf), (8, None)])
+def test_members_of_mixed_structures_equal_their_solo_runs_on_moons(
+    k: int, group_overhead: float | None
+) -> None:
+    """One padded row group for everyone (an accelerator's default), and the CPU's default
+    (row groups placed by the cost model)."""
     configs = [TINY | extra for extra in MIXED[:k]]
-    pop = DiffusionPopulation(TINY, capacity=k, max_waste=max_waste)
+    pop = DiffusionPopulation(TINY, capacity=k, group_overhead=group_overhead)
     events = run(pop, {0: [(c, 10 + i) for i, c in enumerate(configs)]})
     assert len(events) == k
     assert len(pop.groups) == 0  # all done and removed
@@ -159,7 +161,7 @@ def test_members_equal_their_solo_runs_on_digits_with_ddpm(tmp_path: Path) -> No
     base = TINY | {"dataset": "digits", "sampler": "ddpm", "n_steps": 6, "report_every": 3}
     configs = [base, base | {"lr": 8e-3, "ema_decay": 0.9, "width": 24, "depth": 1},
                base | {"n_steps": 4, "lr": 1e-3, "width": 8, "batch_size": 50}]  # fmt: skip
-    pop = DiffusionPopulation(base, capacity=3, max_waste=math.inf)
+    pop = DiffusionPopulation(base, capacity=3, group_overhead=math.inf)
     dirs = [tmp_path / str(i) for i in range(3)]
     for i, c in enumerate(configs):
         assert pop.add(c, 20 + i, artifact_dir=str(dirs[i])) == i
@@ -180,7 +182,7 @@ def test_members_join_and_leave_midway_and_still_equal_their_solo_runs() -> None
     fourth member, deeper and with the largest batch, joins later (re-padding everyone)."""
     a, b, c, d = (TINY | MIXED[i] for i in (0, 3, 1, 7))
     d = d | {"depth": 3}
-    pop = DiffusionPopulation(TINY, capacity=3, max_waste=math.inf)
+    pop = DiffusionPopulation(TINY, capacity=3, group_overhead=math.inf)
     events = run(pop, {0: [(a, 1), (b, 2)], 5: [(c, 3)], 7: [(d, 4)]}, remove_at={5: 1})
     assert_matches_solo(events[(0, 1)], a, 1)
     assert [e.step for e in events[(1, 2)]] == [4]  # its report at step 4, then pruned
@@ -196,7 +198,7 @@ def test_a_member_diverging_midway_fails_alone() -> None:
     and the others are unchanged."""
     bad = TINY | {"lr": 1e300, "warmup_steps": 0, "width": 40}
     a, b = TINY | MIXED[1], TINY | MIXED[3]
-    pop = DiffusionPopulation(TINY, capacity=3, max_waste=math.inf)
+    pop = DiffusionPopulation(TINY, capacity=3, group_overhead=math.inf)
     events = run(pop, {0: [(a, 1), (b, 2)], 3: [(bad, 3)], 9: [(a, 5)]})
     failed = events[(2, 3)]
     assert [e.kind for e in failed] == ["report", "failed"], failed
@@ -216,7 +218,7 @@ def test_a_member_whose_artifact_write_raises_fails_alone(tmp_path: Path) -> Non
     blocked = tmp_path / "blocked"
     blocked.write_text("a file, not a folder")
     a, b = TINY | MIXED[1], TINY | MIXED[2]
-    pop = DiffusionPopulation(TINY, capacity=2, max_waste=math.inf)
+    pop = DiffusionPopulation(TINY, capacity=2, group_overhead=math.inf)
     assert pop.add(a, 1) == 0 and pop.add(b, 2, artifact_dir=str(blocked / "x")) == 1
     events: dict[int, list[MemberEvent]] = {0: [], 1: []}
     while pop.occupied():
@@ -234,7 +236,7 @@ def test_rows_hold_only_occupied_places_and_padding_follows_the_widest() -> None
     """No cost for empty places: the rows are the members (compacted on remove), the padded
     shape is the largest member's (it shrinks when the widest leaves), a population of one
     member has exactly that member's shape (no padding, no masks) and its weights."""
-    pop = DiffusionPopulation(TINY, capacity=4, max_waste=math.inf)
+    pop = DiffusionPopulation(TINY, capacity=4, group_overhead=math.inf)
     assert pop.groups == [] and pop.waste() == 1.0
     wide, deep = TINY | {"width": 40, "batch_size": 50}, TINY | {"depth": 3, "T": 60}
     for seed, c in enumerate((TINY, wide, deep)):
@@ -260,24 +262,33 @@ def test_rows_hold_only_occupied_places_and_padding_follows_the_widest() -> None
     assert pop.groups == [] and pop.occupied() == []
 
 
-def test_on_a_cpu_row_groups_bound_the_padding_waste() -> None:
-    """The CPU default: a newcomer joins the row group where the waste stays lowest and within
-    CPU_MAX_WASTE, else opens its own; members of equal shape share one group."""
-    pop = DiffusionPopulation(TINY, capacity=16)
-    assert pop.max_waste == CPU_MAX_WASTE
-    for i, extra in enumerate(MIXED):
+def test_row_groups_follow_the_cost_model() -> None:
+    """A newcomer joins the row group it makes the least dearer, or opens its own when a group's
+    fixed cost is less than the padding it would add: with a fixed cost of 5M multiply-adds,
+    small members share one padded group and large ones of other shapes get their own; with
+    the CPU's default (no fixed cost) only members whose padding is free share."""
+    big = TINY | {"width": 256, "batch_size": 512, "depth": 3}
+    other = TINY | {"width": 200, "batch_size": 400, "depth": 1}
+    pop = DiffusionPopulation(TINY, capacity=16, group_overhead=5e6)
+    for i, extra in enumerate(MIXED):  # small (widths <= 32, batches <= 64): one group
         pop.add(TINY | extra, i)
-    for i, extra in enumerate(MIXED):
-        pop.add(TINY | extra | {"lr": 1e-3}, 100 + i)
-    assert 1 < len(pop.groups) < 16
-    assert all(g.waste() <= CPU_MAX_WASTE for g in pop.groups)
-    assert all(len(g.members) >= 2 for g in pop.groups)  # each shape has a twin
-    assert pop.waste() <= CPU_MAX_WASTE
-    assert default_max_waste(torch.device("cuda")) == math.inf
+    assert len(pop.groups) == 1
+    for i in range(2):
+        pop.add(big | {"lr": 1e-3 * (i + 1)}, 20 + i)
+        pop.add(other, 30 + i)
+    assert len(pop.groups) == 3 and sorted(len(g.members) for g in pop.groups) == [2, 2, 8]
+    assert [g.waste() for g in pop.groups[1:]] == [1.0, 1.0]
+    cpu = DiffusionPopulation(TINY, capacity=16)
+    assert cpu.group_overhead == CPU_GROUP_OVERHEAD
+    assert default_group_overhead(torch.device("cuda")) == math.inf
+    for i, extra in enumerate(MIXED[:3]):
+        cpu.add(TINY | extra, i)
+        cpu.add(TINY | extra | {"lr": 0.1, "sampler": "ddpm"}, 10 + i)  # a twin of its shape
+    assert len(cpu.groups) == 3 and cpu.waste() == 1.0
 
 
 def test_padded_entries_stay_exact_zeros() -> None:
-    pop = DiffusionPopulation(TINY, capacity=2, max_waste=math.inf)
+    pop = DiffusionPopulation(TINY, capacity=2, group_overhead=math.inf)
     pop.add(TINY | {"width": 8, "depth": 1}, 0)
     pop.add(TINY | {"width": 24}, 1)
     for _ in range(5):

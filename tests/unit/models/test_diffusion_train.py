@@ -194,7 +194,7 @@ def test_rows_get_each_members_ordinary_gradient() -> None:
     try:
         configs = [TINY | {"width": 16, "depth": 2}, TINY | {"width": 24, "depth": 1},
                    TINY | {"width": 8, "depth": 3}]  # fmt: skip
-        pop = DiffusionPopulation(TINY, capacity=3, max_waste=math.inf)
+        pop = DiffusionPopulation(TINY, capacity=3, group_overhead=math.inf)
         for seed, c in enumerate(configs):
             pop.add(c, seed)
         (pop,) = pop.groups  # type: ignore[assignment]  # the one padded row group
