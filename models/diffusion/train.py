@@ -10,24 +10,28 @@ gradient clipping by the global norm, a linear warm-up then cosine decay of the 
 an EMA of the weights that samples with DDPM (ancestral) or DDIM (Song et al. 2021,
 https://arxiv.org/abs/2010.02502); see sampling.py, schedule.py, denoiser.py.
 
-One training step for K members (rows), top to bottom (`DiffusionPopulation._train_step`):
+One training step for the K members of a row group, top to bottom (`_Rows.train_step`):
     idx, t, eps  <- each member's own generator, in train()'s order and shapes   [K, B], [K, B, D]
     x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps    (per-member [K, T] tables)   [K, B, D]
     loss_k = masked mean || target - denoise(params_k, x_t, t) ||^2    (vmap)    [K]
     grad = d sum_k loss_k / d params; zero on padded entries; clipped per row      [K, P]
     AdamW per row (each member's lr, weight decay, step count); EMA per row        [K, P]
+One row (a lone trial) takes the same code without vmap.
 
 Populations: members differ freely in PER_MEMBER keys (learning rate, schedule, sampler, ...),
-and in PADDED keys (width, depth, batch size, T) by exact padding to the population's largest
+and in PADDED keys (width, depth, batch size, T) by exact padding to their row group's largest
 member (denoiser.py: zero rows and columns, masked LayerNorm, depth by masked bypass; masked
 samples for smaller batches; [K, T] tables padded to the largest T). Only STRUCTURAL keys (the
-data and the input embedding) split populations, and `bucket` (width and batch size by octave)
-bounds the padding's waste. Rows hold occupied places only: a member leaving compacts them,
-one joining appends (re-padding when it is the largest), so a population of one costs what a
-lone trial costs. Every member draws exactly its solo run's random numbers and its weights are
-drawn at its own shape from its own seed, so a member equals its solo run up to rounding
-(float64: ~1e-15; tests/unit/models/test_diffusion_population.py). A member whose loss turns
-non-finite, or whose evaluation raises, fails alone.
+data and the input embedding) and `bucket` (width and batch size by octave) split populations,
+which bounds the padding's worst case. Inside a population, members are placed in row groups
+by a cost model (a group's fixed cost against the padding a member adds): on an accelerator
+one group takes everyone; on a CPU, where padded arithmetic costs its time, only members whose
+padding is free share. Rows hold occupied places only: a member leaving compacts them, one
+joining appends (re-padding when it is the largest), so a population of one costs what a lone
+trial costs. Every member draws exactly its solo run's random numbers and its weights are drawn
+at its own shape from its own seed, so a member equals its solo run up to rounding (float64:
+1e-11..1e-15; tests/unit/models/test_diffusion_population.py). A member whose loss turns
+non-finite, or whose evaluation or artifact raises, fails alone.
 
 Entry point for the harness: `train(config, *, device, seed, report, artifact_dir)`.
 Primary metric: `swd_ratio`, the sliced Wasserstein-2 distance of 5,000 samples to 5,000
@@ -150,7 +154,6 @@ class Config:
             raise bad("grad_clip", "must be >= 0 (0 disables clipping)")
 
 
-
 # How a population treats each Config field (tests/unit/models/test_diffusion_population.py
 # fails when a field is in none or in two of these).
 STRUCTURAL = ("dataset", "n_train", "n_eval", "data_seed", "n_projections", "input_embedding")
@@ -162,7 +165,7 @@ PER_MEMBER = (
 
 
 def bucket(config: Mapping[str, Any]) -> tuple[int, int, int]:
-    """Members share a population only within one bucket, which bounds the padding's waste:
+    """Members share a population only within one bucket, which bounds the padding's worst case:
     widths by octave above 64 (<= 64, 65..128, 129..256, ...), batch sizes by octave above 128,
     depths in threes (1..3, 4..6, ...). T is padded freely (it only sizes [K, T] tables)."""
     cfg = Config.from_dict(config)
