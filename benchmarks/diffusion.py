@@ -84,7 +84,8 @@ def main() -> None:
     parser.add_argument("--population", action="store_true", help="time populations instead")
     parser.add_argument("--ks", default="1,4,16", help="population sizes for --population")
     parser.add_argument("--group-overhead", type=float, default=None,
-                        help="row groups' fixed cost for --population (default: the device's)")
+                        help="row groups' fixed cost for --population and --drift (default: "
+                        "the device's; inf: one padded group)")
     parser.add_argument("--drift", action="store_true", help="float32 drift against solo runs")
     parser.add_argument("--trials", type=int, default=8, help="configurations for --drift")
     parser.add_argument("overrides", nargs="*", help="Config overrides, key=value")
@@ -242,7 +243,7 @@ def populations(args: argparse.Namespace) -> None:
             pop.add(c, seed)
             alone.append(DiffusionPopulation(c, capacity=1, device=args.device))
             alone[-1].add(c, seed)
-        t_pop, t_alone = timed([pop.train_step, lambda: [a.train_step() for a in alone]])
+        t_pop, t_alone = timed([pop.train_step, lambda alone=alone: [a.train_step() for a in alone]])
         print(f"K={k:>2}: {t_pop * 1e3:7.2f} ms/step for all, {t_alone * 1e3:7.2f} ms for "
               f"{k} lone steps: speed {t_alone / t_pop:.2f}x; padding waste {pop.waste():.2f}x "
               f"({len(pop.groups)} row groups)")
@@ -264,10 +265,12 @@ def drift(args: argparse.Namespace) -> None:
     for i, c in enumerate(configs):
         groups.setdefault(form.signature(c), []).append(i)
     print(f"float32 drift, diffusion-quick, {args.trials} random configurations in "
-          f"{len(groups)} populations (load {os.getloadavg()[0]:.1f})")
+          f"{len(groups)} populations, group overhead {args.group_overhead or 'default'} "
+          f"(load {os.getloadavg()[0]:.1f})")
     ours: dict[int, dict[str, float]] = {}
     for rows in groups.values():
-        pop = DiffusionPopulation(configs[rows[0]], capacity=len(rows), device=args.device)
+        pop = DiffusionPopulation(configs[rows[0]], capacity=len(rows), device=args.device,
+                                  group_overhead=args.group_overhead)
         slots = {pop.add(configs[i], seed=i): i for i in rows}
         while pop.occupied():
             for ev in pop.advance():
