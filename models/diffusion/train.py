@@ -327,7 +327,14 @@ class _Rows:
         self.data, self.embedding, self.device = data, embedding, device
         self.dtype = data.train.dtype
         self.members: list[_Member] = []
+        self.updating = False
         self.layout([])
+
+    def layout_from(self, other: _Rows, m: _Member) -> None:
+        """Take member m, with its weights, EMA, Adam state and running loss, from `other`."""
+        keys = ("members", "shape", "names", "shapes", "numels", "flat", "ema", "opt", "loss_sum")
+        self.__dict__.update({k: other.__dict__[k] for k in keys})
+        self.layout([m])  # re-packs m's row of `other` into m's own shape
 
     def _row_params(self, flat_row: torch.Tensor) -> Params:
         """[P] -> the padded denoiser's parameters (views)."""
@@ -492,6 +499,7 @@ class _Rows:
                 losses.sum().backward()  # rows are independent: each gets its member's gradient
             losses = losses.detach()
         grad = self.grad  # [K, P]
+        self.updating = True  # from here on an exception leaves the rows half updated
         with torch.no_grad():
             if self.grad_mask is not None:
                 grad.mul_(self.grad_mask)  # padded entries stay exact zeros
@@ -506,6 +514,7 @@ class _Rows:
             else:
                 on = torch.tensor(rows, device=self.device)
                 self.loss_sum.index_add_(0, on, losses[on])
+        self.updating = False
         share = (time.perf_counter() - t0) / len(rows)  # a member's share of the batched step
         for i in rows:
             m = self.members[i]
@@ -658,13 +667,10 @@ class DiffusionPopulation:
         order), then the members that finished or failed (models/population.py)."""
         live = [m for m in self.members if not m.finished]
         ends: list[MemberEvent] = []
-        for g in self.groups:
+        for g in list(self.groups):
             rows = g.training()
             if rows:
-                try:
-                    g.train_step(rows)
-                except Exception as exc:  # a batched step has no single culprit: its rows fail
-                    ends.extend(self._fail(g.members[i], exc) for i in rows)
+                ends.extend(self._step_isolated(g, rows))
         reports: list[MemberEvent] = []
         for m in live:
             due = m.step == m.cfg.n_steps or (m.step > 0 and m.step % m.cfg.report_every == 0)
@@ -692,6 +698,34 @@ class DiffusionPopulation:
                     why = f"{PRIMARY_METRIC} is {primary} at step {m.step} (diverged)"
                     ends.append(MemberEvent(m.slot, "failed", m.step, result, why))
         return sorted(reports, key=lambda e: e.slot) + sorted(ends, key=lambda e: e.slot)
+
+    def _step_isolated(self, g: _Rows, rows: list[int]) -> list[MemberEvent]:
+        """g.train_step(rows); when it raises before any update, the group is split into one
+        group per member, each member's generator rewound, and each retried alone: the ones
+        that raise again fail, the others take their step (with the numbers they drew)."""
+        states = [g.members[i].generator.get_state() for i in rows] if len(g.members) > 1 else []
+        try:
+            g.train_step(rows)
+            return []
+        except Exception as exc:
+            if not states or g.updating:  # one member, or state half updated: all its rows fail
+                return [self._fail(g.members[i], exc) for i in rows]
+        members = g.members
+        for i, state in zip(rows, states, strict=True):
+            members[i].generator.set_state(state)
+        self.groups.remove(g)
+        ends = []
+        for m in members:
+            alone = _Rows(self.data, self.embedding, self.device)
+            self.groups.append(alone)
+            try:
+                alone.layout_from(g, m)
+                if not m.finished and m.step < m.cfg.n_steps:
+                    alone.train_step([0])
+            except Exception as exc:
+                alone.members = [m]  # kept (finished) until the harness removes it
+                ends.append(self._fail(m, exc))
+        return ends
 
     def _fail(self, m: _Member, exc: BaseException) -> MemberEvent:
         m.finished, m.error = True, exc

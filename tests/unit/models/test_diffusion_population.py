@@ -350,3 +350,29 @@ def test_at_most_five_signatures_among_64_random_quick_configurations() -> None:
     signatures = Counter(form.signature(c) for c in configs)
     assert len(signatures) <= 5, signatures
     assert len({bucket(c) for c in configs}) == len(signatures)
+
+
+def test_a_member_whose_step_raises_fails_alone() -> None:
+    """One member's step raises inside the batched step (after another member drew its
+    numbers): its group is split, the others' generators are rewound and their step retried
+    alone; the broken member fails with the reason, the others end equal to their solo runs."""
+    a, b, c = TINY | MIXED[1], TINY | MIXED[2], TINY | MIXED[3]
+    pop = DiffusionPopulation(TINY, capacity=3, group_overhead=math.inf)
+    for seed, cfg in enumerate((a, b, c)):
+        pop.add(cfg, seed)
+    events: dict[int, list[MemberEvent]] = {0: [], 1: [], 2: []}
+    for n in range(40):
+        if n == 2:
+            (g,) = pop.groups
+            broken = g.members[1]  # its next step raises (after member 0 drew its numbers)
+            broken.cfg = dataclasses.replace(broken.cfg, lr="not a number")
+        for ev in pop.advance():
+            events[ev.slot].append(ev)
+            if ev.kind != "report":
+                pop.remove(ev.slot)
+        if not pop.occupied():
+            break
+    assert [e.kind for e in events[1]] == ["failed"] and "TypeError" in (events[1][0].reason or "")
+    assert events[1][0].step == 0  # its last report
+    assert_matches_solo(events[0], a, 0)
+    assert_matches_solo(events[2], c, 2)
