@@ -167,8 +167,13 @@ PER_MEMBER = (
 def bucket(config: Mapping[str, Any]) -> tuple[int, int, int]:
     """Members share a population only within one bucket, which bounds the padding's worst case:
     widths by octave above 64 (<= 64, 65..128, 129..256, ...), batch sizes by octave above 128,
-    depths in threes (1..3, 4..6, ...). T is padded freely (it only sizes [K, T] tables)."""
-    cfg = Config.from_dict(config)
+    depths in threes (1..3, 4..6, ...). T is padded freely (it only sizes [K, T] tables).
+    An invalid config gets a bucket of its own (-1, -1, -1): routing never raises; the trial
+    then fails alone when its population adds it, with the config's one-line error."""
+    try:
+        cfg = Config.from_dict(config)
+    except ValueError:
+        return -1, -1, -1
     return _octave(cfg.width, 64), _octave(cfg.batch_size, 128), (max(cfg.depth, 1) - 1) // 3
 
 
@@ -178,7 +183,7 @@ def _octave(n: int, floor: int) -> int:
 
 def bucket_limits(config: Mapping[str, Any]) -> tuple[int, int, int]:
     """The largest width, batch size and depth a member of config's bucket can be padded to."""
-    w, b, d = bucket(config)
+    w, b, d = (max(0, x) for x in bucket(config))
     return 64 * 2**w, 128 * 2**b, 3 * (d + 1)
 
 

@@ -335,6 +335,10 @@ def test_structure_capacity_and_the_attached_form() -> None:
     assert form.signature(TINY) != form.signature(TINY | {"width": 65})
     assert form.signature(TINY) != form.signature(TINY | {"n_eval": 400})
     assert bucket_limits(TINY | {"width": 100, "batch_size": 200}) == (128, 256, 3)
+    # routing never raises on a bad config: it fails alone when its population adds it
+    assert bucket(TINY | {"width": 0}) == (-1, -1, -1)
+    with pytest.raises(ValueError, match="diffusion config: width must be >= 1"):
+        pop.add(TINY | {"width": 0}, 5)
 
 
 def test_at_most_five_signatures_among_64_random_quick_configurations() -> None:
