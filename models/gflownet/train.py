@@ -26,17 +26,17 @@ https://arxiv.org/abs/2106.04399; Malkin et al. 2022, https://arxiv.org/abs/2201
 Exactness. A member's network is initialised as ``PolicyMLP`` at its own width and depth under
 ``torch.manual_seed(seed)`` (forked RNG) and copied into its padded row; padded units have zero
 incoming rows, biases and outgoing columns, act(0) = 0 for every activation offered, so they add
-exact zeros and get zero (and masked) gradients, and Adam keeps them at zero; a member shallower
-than the population skips the deeper layers by ``h = where(layer < depth, f(h), h)``, which
-sends them a zero gradient; padded trajectories are rolled out with zero noise and masked in
-every mean. So a member reports what it reports alone, up to the order of a few floating-point
+exact zeros and get zero (and masked) gradients, and Adam keeps them at zero; rows are kept
+sorted by depth, deepest first, so a hidden layer runs on the prefix of the rows deep enough
+for it and a shallower member skips it (no compute spent, no gradient); padded trajectories are
+rolled out with zero noise and masked in every mean. So a member reports what it reports alone, up to the order of a few floating-point
 sums (float64: ~1e-15 relative; the tests check 1e-10; float32 drift: see the README).
 
 Isolation: a member whose loss is NaN / inf fails alone (its update masked); an exception in a
 member's report fails that member; an exception in the batched step is retried member by
 member (each member's generators rewound), so only the member that raises fails. Only running
-members are computed: rows are kept compact (a member that leaves is replaced by the last row)
-and the padding shrinks when the widest or deepest member leaves.
+members are computed: rows are kept compact (the rows after one that leaves move up) and the
+padding shrinks when the widest or deepest member leaves.
 
     from models.gflownet.train import train
     train({"loss": "tb", "height": 8, "ndim": 2, "n_trajectories": 32000})
@@ -167,20 +167,20 @@ PADDED = ("hidden", "depth", "batch_size", "replay_size")
 def bucket(config: Mapping[str, Any]) -> tuple[Any, ...]:
     """Members share a population only within one bucket, which bounds the padding's waste.
 
-    With the table (step 2 of the module docstring) a member's network runs on every state,
-    whatever its batch: the batch size costs only rollout look-ups (cheap), the width and the
-    depth cost the network. Widths up to 128 are cheap beside an iteration's fixed costs, so
-    they share one bucket at any depth; wider ones are split at 256 and by depth (<= 2, > 2).
-    Without the table the rows cost the network too: powers of two of width and rows, exact
-    depth, FM apart (its parents' pass)."""
+    Depth costs nothing (a member skips the layers past its own depth), but depth 0 (no hidden
+    layer) is apart. With the table (step 2 of the module docstring) a member's network runs on
+    every state, whatever its batch: the batch size costs only rollout look-ups, the width costs
+    the network. Widths up to 128 are cheap beside an iteration's fixed costs and share one
+    bucket; wider ones are split by factors of sqrt(2) (up to 2x multiply-adds per padded
+    hidden-to-hidden layer). Without the table the rows cost the network too: powers of two of
+    width and rows, FM apart (its parents' pass)."""
     cfg = Config.from_dict(config)
-    replay = cfg.replay_size > 0
+    replay, deep = cfg.replay_size > 0, cfg.depth > 0
     if cfg.uses_table:
-        width = 0 if cfg.hidden <= 128 else 1 if cfg.hidden <= 256 else 2
-        deep = min(cfg.depth, 1) if width == 0 else min(cfg.depth, 1) + (cfg.depth > 2)
-        return ("table", replay, width, deep)
+        width = 0 if cfg.hidden <= 128 else math.ceil(2 * math.log2(cfg.hidden / 128))
+        return ("table", replay, deep, width)
     rows = cfg.batch_size * (2 if replay else 1)
-    return ("rows", replay, cfg.loss == "fm", math.ceil(math.log2(cfg.hidden)), cfg.depth,
+    return ("rows", replay, deep, cfg.loss == "fm", math.ceil(math.log2(cfg.hidden)),
             math.ceil(math.log2(rows)))
 
 
@@ -316,15 +316,19 @@ def param_shapes(ndim: int, height: int, width: int, deep: int) -> dict[str, tup
     return shapes | {"wo": (n_out, width if deep else n_in), "bo": (n_out,), "log_z": ()}
 
 
-def stacked_forward(p: dict[str, Tensor], h: Tensor, act: nn.Module, depth: Tensor | None) -> Tensor:
+def stacked_forward(p: dict[str, Tensor], h: Tensor, act: nn.Module, depths: list[int]) -> Tensor:
     """The stacked networks on one-hot states ``h [K, R, nH]`` -> ``[K, R, 2n+2]``, one
-    ``baddbmm`` per layer for all members; ``depth [K]`` (None: every member is full depth)
-    bypasses a member's layers past its own depth exactly: h = where(layer < depth, f(h), h)."""
+    ``baddbmm`` per layer for all members. ``depths``: each row's own depth, deepest first: the
+    hidden layer l runs on the first c rows, those with depth > l, the others pass h on as it
+    is (their own network has no such layer)."""
     if "w0" in p:
         h = act(torch.baddbmm(p["b0"][:, None], h, p["w0"].transpose(1, 2)))  # [K, R, Hm]
     for layer in range(p["wh"].shape[1] if "wh" in p else 0):
-        f = act(torch.baddbmm(p["bh"][:, layer, None], h, p["wh"][:, layer].transpose(1, 2)))
-        h = f if depth is None else torch.where((layer + 1 < depth)[:, None, None], f, h)
+        c = sum(d > layer + 1 for d in depths)  # rows deep enough: a prefix
+        if c == 0:
+            break
+        f = act(torch.baddbmm(p["bh"][:c, layer, None], h[:c], p["wh"][:c, layer].transpose(1, 2)))
+        h = f if c == len(depths) else torch.cat([f, h[c:]])
     return torch.baddbmm(p["bo"][:, None], h, p["wo"].transpose(1, 2))  # [K, R, 2n+2]
 
 
@@ -353,7 +357,7 @@ class _Rows:
     logz_lr: Tensor  # [k]
     lambda_: Tensor  # [k]
     batch: Tensor  # [k] long
-    depth: Tensor | None  # [k] long, None when every member has the population's depth
+    depths: list[int]  # [k], deepest first
     units: Tensor | None  # [k, Hm] 1 on a member's own units, None when all have width Hm
     kinds: list[str] = field(default_factory=list)
     learned: list[bool] = field(default_factory=list)
@@ -411,20 +415,24 @@ class GFlowNetPopulation:
         free = [i for i, m in enumerate(self.members) if m is None]
         if not free:
             raise ValueError(f"gflownet population: full ({self.capacity} members)")
-        slot, row = free[0], len(self.rows)
+        slot = free[0]
+        row = sum(m.cfg.depth >= cfg.depth for m in self.rows)  # rows stay sorted, deepest first
         # the member's own network, drawn at its own shape as train() alone draws it
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = PolicyMLP(cfg.ndim, cfg.height, cfg.hidden, cfg.depth, cfg.activation)
-        size = self.size if row < self.size else min(self.capacity, max(2 * self.size, row + 1))
+        k = len(self.rows)
+        size = self.size if k < self.size else min(self.capacity, max(2 * self.size, k + 1))
         self._resize(size, max(self.width, cfg.hidden), max(self.deep, cfg.depth))
+        for t in self._row_tensors():  # rows row.. move down one
+            t[row + 1 : k + 1] = t[row:k].clone()
         self._write_row(row, net, cfg)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         eval_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         buffer = ReplayBuffer(cfg.replay_size, self.env) if cfg.replay_size else None
         member = _Member(slot, cfg, generator, eval_generator, buffer, artifact_dir)
         self.members[slot] = member
-        self.rows.append(member)
+        self.rows.insert(row, member)
         self._cache = None
         return slot
 
@@ -519,7 +527,7 @@ class GFlowNetPopulation:
         leaves = {name: p[lo:hi].detach().requires_grad_() for name, p in self.params.items()}
         if self.table:
             table = stacked_forward(leaves, self.one_hot_all.expand(k, -1, -1), self.act,
-                                    hyper.depth)  # [k, N, 2n+2]
+                                    hyper.depths)  # [k, N, 2n+2]
             logits = table.detach()[..., : n + 1]
 
             def logits_of(s: Tensor) -> Tensor:
@@ -531,14 +539,13 @@ class GFlowNetPopulation:
             fixed = {name: p.detach() for name, p in leaves.items()}
 
             def logits_of(s: Tensor) -> Tensor:
-                return self._forward_rows(fixed, s[..., :n], hyper.depth)[..., : n + 1]
+                return self._forward_rows(fixed, s[..., :n], hyper.depths)[..., : n + 1]
 
             def outputs_at(x: Tensor, which: Tensor | None) -> Tensor:
                 if which is None:
-                    return self._forward_rows(leaves, x, hyper.depth)
+                    return self._forward_rows(leaves, x, hyper.depths)
                 sub = {name: p.index_select(0, which) for name, p in leaves.items()}
-                return self._forward_rows(sub, x, None if hyper.depth is None
-                                          else hyper.depth.index_select(0, which))
+                return self._forward_rows(sub, x, [hyper.depths[i] for i in which.tolist()])
         # 3. rollouts of all members together; replay
         traj = rollout(env, logits_of, noise, keep)  # [k, B, T, ...]
         batch, batch_rows = traj, rows
@@ -596,8 +603,8 @@ class GFlowNetPopulation:
     def outputs(self, row: int) -> Tensor:
         """Row ``row``'s network on every state, ``[H^n, 2n+2]`` (in chunks)."""
         p = {name: t[row : row + 1] for name, t in self.params.items()}
-        depth = torch.tensor([self.rows[row].cfg.depth], device=self.device)
-        return torch.cat([stacked_forward(p, chunk[None], self.act, depth)[0]
+        depths = [self.rows[row].cfg.depth]
+        return torch.cat([stacked_forward(p, chunk[None], self.act, depths)[0]
                           for chunk in torch.split(self.one_hot_all, EVAL_CHUNK)])
 
     def _report(self, row: int, m: _Member) -> dict[str, float]:
@@ -641,7 +648,7 @@ class GFlowNetPopulation:
             units = units.to(self.dtype)
         rows = _Rows(vec([m.cfg.lr for m in ms]), vec([m.cfg.logz_lr for m in ms]),
                      vec([m.cfg.lambda_ for m in ms]), vec([m.cfg.batch_size for m in ms], torch.long),
-                     None if min(depths) == self.deep else vec(depths, torch.long), units,
+                     depths, units,
                      [m.cfg.loss for m in ms], [m.cfg.backward_policy == "learned" for m in ms])
         if whole:
             self._cache = rows
@@ -699,14 +706,13 @@ class GFlowNetPopulation:
             p["log_z"][row] = net.log_z
 
     def _release(self, row: int) -> None:
-        """Row ``row`` leaves the compute: the last row moves into it; the padding shrinks when
-        the widest or deepest member left, the storage when it is a quarter full."""
-        last = len(self.rows) - 1
-        if row != last:
-            for t in self._row_tensors():
-                t[row] = t[last]
-            self.rows[row] = self.rows[last]
-        self.rows.pop()
+        """Row ``row`` leaves the compute: the rows after it move up one (they stay sorted by
+        depth); the padding shrinks when the widest or deepest member left, the storage when it
+        is a quarter full."""
+        k = len(self.rows)
+        for t in self._row_tensors():
+            t[row : k - 1] = t[row + 1 : k].clone()
+        self.rows.pop(row)
         self._cache = None
         if self.rows:
             width = max(m.cfg.hidden for m in self.rows)
@@ -719,11 +725,11 @@ class GFlowNetPopulation:
     def _one_hot(self, x: Tensor) -> Tensor:
         return (x[..., None] == self.values).flatten(-2).to(self.dtype)  # [..., n*H]
 
-    def _forward_rows(self, p: dict[str, Tensor], x: Tensor, depth: Tensor | None) -> Tensor:
+    def _forward_rows(self, p: dict[str, Tensor], x: Tensor, depths: list[int]) -> Tensor:
         """The stacked networks on states ``x [k, ..., n]`` -> ``[k, ..., 2n+2]``."""
         k, lead = x.shape[0], x.shape[1:-1]
         out = stacked_forward(p, self._one_hot(x).reshape(k, -1, self.one_hot_all.shape[-1]),
-                              self.act, depth)
+                              self.act, depths)
         return out.reshape(k, *lead, out.shape[-1])
 
     def _save(self, m: _Member) -> tuple[Tensor, tuple[int, int] | None]:
@@ -813,8 +819,9 @@ def member_bytes(config: Mapping[str, Any]) -> int:
     cfg = Config.from_dict(config)
     item = torch.tensor([], dtype=torch.get_default_dtype()).element_size()
     hidden, depth = cfg.hidden, cfg.depth
-    if cfg.uses_table:  # the bucket's widest and deepest (bucket())
-        hidden = 128 if hidden <= 128 else 256 if hidden <= 256 else hidden
+    if cfg.uses_table:  # the bucket's widest (bucket()), and deep
+        width = bucket(config)[-1]
+        hidden = 128 if width == 0 else math.floor(128 * 2 ** (width / 2))
         depth = max(depth, 4) if depth > 0 else 0
     else:
         hidden = 2 ** math.ceil(math.log2(hidden))
