@@ -6,7 +6,7 @@ Four measurements, one CPU thread, each side alternated in the same process:
    capacity 1 (target <= 1.2x: only occupied rows are computed);
 2. **signatures and padding waste**: 64 random configurations of the space, grouped by
    ``POPULATION.signature``; per group the padding's waste by a cost model (the network's
-   multiply-adds per state, padded to the group's widest and deepest, against each member's own),
+   multiply-adds per state, padded to the group's widest, against each member's own),
    and measured: a population of the group's members against the same members run by ``train()``
    one after another (seconds of this thread's CPU time);
 3. **batching**: K members of the space's defaults (learning rates differ) as one population
@@ -120,9 +120,9 @@ def signatures_and_waste(measure: bool, k_cap: int) -> None:
         useful = padded = 0.0
         for lo in range(0, len(cfgs), k_cap):
             chunk = cfgs[lo : lo + k_cap]
-            w, d = max(c.hidden for c in chunk), max(c.depth for c in chunk)
+            w = max(c.hidden for c in chunk)  # padded width; each member runs its own depth
             useful += sum(c.iterations * macs(c, c.hidden, c.depth) for c in chunk)
-            padded += sum(c.iterations * macs(c, w, d) for c in chunk)
+            padded += sum(c.iterations * macs(c, w, c.depth) for c in chunk)
         line = f"   {str(dict(sig)['bucket']):<28} {len(members):>7} {1 - useful / padded:>14.2f}"
         if measure:
             chosen = [configs[i] for i in members][:k_cap]

@@ -298,9 +298,10 @@ def batch_loss(cfg: Config, env: Hypergrid, policy: nn.Module, traj: Trajectorie
 #
 # PolicyMLP (nets.py) per member: one-hot state [n*H] -> D hidden layers of width h -> 2n+2
 # outputs, and a scalar log Z. Stacked over the population's rows with every member padded to
-# the widest width Hm and the deepest depth D:
+# the widest width Hm and the deepest depth D, rows sorted deepest first, so that the rows of
+# hidden layer l are a prefix (the members with depth > l): only they are computed and updated.
 #   w0 [S, Hm, nH], b0 [S, Hm]                first layer (D >= 1)
-#   wh [S, D-1, Hm, Hm], bh [S, D-1, Hm]      hidden layers 2..D (D >= 2)
+#   wh1 [S, Hm, Hm], bh1 [S, Hm], ...         hidden layers l = 1..D-1 (the 2nd..D-th)
 #   wo [S, 2n+2, Hm or nH], bo [S, 2n+2]      output layer
 #   log_z [S]
 
@@ -311,24 +312,30 @@ def param_shapes(ndim: int, height: int, width: int, deep: int) -> dict[str, tup
     shapes: dict[str, tuple[int, ...]] = {}
     if deep >= 1:
         shapes |= {"w0": (width, n_in), "b0": (width,)}
-    if deep >= 2:
-        shapes |= {"wh": (deep - 1, width, width), "bh": (deep - 1, width)}
+    for layer in range(1, deep):
+        shapes |= {f"wh{layer}": (width, width), f"bh{layer}": (width,)}
     return shapes | {"wo": (n_out, width if deep else n_in), "bo": (n_out,), "log_z": ()}
 
 
-def stacked_forward(p: dict[str, Tensor], h: Tensor, act: nn.Module, depths: list[int]) -> Tensor:
+def layer_of(name: str) -> int:
+    """The hidden layer a stacked parameter belongs to (wh3 -> 3), 0 for the others."""
+    return int(name[2:]) if name[:2] in ("wh", "bh") else 0
+
+
+def stacked_forward(p: dict[str, Tensor], h: Tensor, act: nn.Module) -> Tensor:
     """The stacked networks on one-hot states ``h [K, R, nH]`` -> ``[K, R, 2n+2]``, one
-    ``baddbmm`` per layer for all members. ``depths``: each row's own depth, deepest first: the
-    hidden layer l runs on the first c rows, those with depth > l, the others pass h on as it
-    is (their own network has no such layer)."""
+    ``baddbmm`` per layer for all members. ``p[f"wh{l}"]`` holds the first c rows only, those
+    deep enough for hidden layer l; the others pass h on as it is (their network has no such
+    layer)."""
     if "w0" in p:
         h = act(torch.baddbmm(p["b0"][:, None], h, p["w0"].transpose(1, 2)))  # [K, R, Hm]
-    for layer in range(p["wh"].shape[1] if "wh" in p else 0):
-        c = sum(d > layer + 1 for d in depths)  # rows deep enough: a prefix
-        if c == 0:
-            break
-        f = act(torch.baddbmm(p["bh"][:c, layer, None], h[:c], p["wh"][:c, layer].transpose(1, 2)))
-        h = f if c == len(depths) else torch.cat([f, h[c:]])
+    layer = 1
+    while f"wh{layer}" in p:
+        w, b = p[f"wh{layer}"], p[f"bh{layer}"]  # [c, Hm, Hm], [c, Hm]
+        c = w.shape[0]
+        f = act(torch.baddbmm(b[:, None], h[:c], w.transpose(1, 2)))
+        h = f if c == h.shape[0] else torch.cat([f, h[c:]])
+        layer += 1
     return torch.baddbmm(p["bo"][:, None], h, p["wo"].transpose(1, 2))  # [K, R, 2n+2]
 
 
@@ -357,7 +364,6 @@ class _Rows:
     logz_lr: Tensor  # [k]
     lambda_: Tensor  # [k]
     batch: Tensor  # [k] long
-    depths: list[int]  # [k], deepest first
     units: Tensor | None  # [k, Hm] 1 on a member's own units, None when all have width Hm
     kinds: list[str] = field(default_factory=list)
     learned: list[bool] = field(default_factory=list)
@@ -369,7 +375,7 @@ class _Step:
 
     losses: Tensor  # [k], detached
     values: list[float]
-    grads: list[Tensor | None]
+    grads: dict[str, Tensor | None]  # per stacked parameter, its own rows
     terminal: Tensor  # [k, B] sampled (not replayed) terminal states
     rows: Tensor  # [k, B] bool
 
@@ -524,10 +530,9 @@ class GFlowNetPopulation:
                     keep[:, i, : kp.shape[1]] = kp
         rows = torch.arange(b, device=self.device) < hyper.batch[:, None]  # [k, B]
         # 2. the policy: one pass over every state (table), or the networks on the rows
-        leaves = {name: p[lo:hi].detach().requires_grad_() for name, p in self.params.items()}
+        leaves = {name: p.detach().requires_grad_() for name, p in self._view(lo, hi).items()}
         if self.table:
-            table = stacked_forward(leaves, self.one_hot_all.expand(k, -1, -1), self.act,
-                                    hyper.depths)  # [k, N, 2n+2]
+            table = stacked_forward(leaves, self.one_hot_all.expand(k, -1, -1), self.act)  # [k, N, 2n+2]
             logits = table.detach()[..., : n + 1]
 
             def logits_of(s: Tensor) -> Tensor:
@@ -539,13 +544,13 @@ class GFlowNetPopulation:
             fixed = {name: p.detach() for name, p in leaves.items()}
 
             def logits_of(s: Tensor) -> Tensor:
-                return self._forward_rows(fixed, s[..., :n], hyper.depths)[..., : n + 1]
+                return self._forward_rows(fixed, s[..., :n])[..., : n + 1]
 
             def outputs_at(x: Tensor, which: Tensor | None) -> Tensor:
                 if which is None:
-                    return self._forward_rows(leaves, x, hyper.depths)
-                sub = {name: p.index_select(0, which) for name, p in leaves.items()}
-                return self._forward_rows(sub, x, [hyper.depths[i] for i in which.tolist()])
+                    return self._forward_rows(leaves, x)
+                sub = {name: p.index_select(0, which[which < p.shape[0]]) for name, p in leaves.items()}
+                return self._forward_rows({name: p for name, p in sub.items() if p.shape[0]}, x)
         # 3. rollouts of all members together; replay
         traj = rollout(env, logits_of, noise, keep)  # [k, B, T, ...]
         batch, batch_rows = traj, rows
@@ -557,7 +562,8 @@ class GFlowNetPopulation:
         finite = torch.isfinite(losses.detach())
         grads = torch.autograd.grad(torch.where(finite, losses, 0.0).sum(), list(leaves.values()),
                                     allow_unused=True)  # FM alone: log Z unused, no step
-        return _Step(losses.detach(), losses.detach().tolist(), list(grads), traj.terminal, rows)
+        return _Step(losses.detach(), losses.detach().tolist(), dict(zip(leaves, grads, strict=True)),
+                     traj.terminal, rows)
 
     def _replay(self, members: list[_Member], traj: Trajectories, rows: Tensor
                 ) -> tuple[Trajectories, Tensor]:
@@ -587,24 +593,31 @@ class GFlowNetPopulation:
         self.visits[lo : lo + k].view(-1).index_add_(0, flat, step.rows.flatten().long())
         finite = torch.isfinite(step.losses)
         self.loss_sum[lo : lo + k] += torch.where(finite, step.losses, 0.0)
-        grads = step.grads
-        if hyper.units is not None:  # padded units: their gradients are exact zeros; kept so
-            grads = [g if g is None else g * _unit_mask(name, hyper.units)
-                     for name, g in zip(self.params, grads, strict=True)]
-        state = AdamState([m[lo : lo + k] for m in self.opt.exp_avg],
-                          [v[lo : lo + k] for v in self.opt.exp_avg_sq], self.opt.step[lo : lo + k])
-        lrs = [hyper.logz_lr if name == "log_z" else hyper.lr for name in self.params]
-        adam_step([p[lo : lo + k] for p in self.params.values()], grads, state, lr=lrs,
-                  mask=None if all(math.isfinite(v) for v in step.values) else finite)
+        mask = None if all(math.isfinite(v) for v in step.values) else finite
+        # Adam on each parameter's own rows: the deeper layers' prefixes in calls of their own,
+        # which start from the step counts before this step (the first call counts it)
+        params, moments = self._view(lo, lo + k), self._view(lo, lo + k, self._moments())
+        before = self.opt.step[lo : lo + k].clone()
+        for c in sorted({p.shape[0] for p in params.values()}, reverse=True):
+            names = [name for name, p in params.items() if p.shape[0] == c]
+            grads = [step.grads[name] for name in names]
+            if hyper.units is not None:  # padded units: their gradients are exact zeros; kept so
+                grads = [g if g is None else g * _unit_mask(name, hyper.units[:c])
+                         for name, g in zip(names, grads, strict=True)]
+            state = AdamState([moments[f"m.{name}"] for name in names],
+                              [moments[f"v.{name}"] for name in names],
+                              self.opt.step[lo : lo + k] if c == k else before[:c].clone())
+            adam_step([params[name] for name in names], grads, state,
+                      lr=[hyper.logz_lr[:c] if name == "log_z" else hyper.lr[:c] for name in names],
+                      mask=None if mask is None else mask[:c])
 
     # ---- reports ------------------------------------------------------------------------
 
     @torch.no_grad()
     def outputs(self, row: int) -> Tensor:
         """Row ``row``'s network on every state, ``[H^n, 2n+2]`` (in chunks)."""
-        p = {name: t[row : row + 1] for name, t in self.params.items()}
-        depths = [self.rows[row].cfg.depth]
-        return torch.cat([stacked_forward(p, chunk[None], self.act, depths)[0]
+        p = self._view(row, row + 1)
+        return torch.cat([stacked_forward(p, chunk[None], self.act)[0]
                           for chunk in torch.split(self.one_hot_all, EVAL_CHUNK)])
 
     def _report(self, row: int, m: _Member) -> dict[str, float]:
@@ -641,18 +654,36 @@ class GFlowNetPopulation:
         def vec(values: list[Any], dtype: torch.dtype = self.dtype) -> Tensor:
             return torch.tensor(values, dtype=dtype, device=self.device)
 
-        depths, widths = [m.cfg.depth for m in ms], [m.cfg.hidden for m in ms]
+        widths = [m.cfg.hidden for m in ms]
         units = None
         if min(widths) < self.width:
             units = (torch.arange(self.width, device=self.device) < vec(widths, torch.long)[:, None])
             units = units.to(self.dtype)
         rows = _Rows(vec([m.cfg.lr for m in ms]), vec([m.cfg.logz_lr for m in ms]),
                      vec([m.cfg.lambda_ for m in ms]), vec([m.cfg.batch_size for m in ms], torch.long),
-                     depths, units,
+                     units,
                      [m.cfg.loss for m in ms], [m.cfg.backward_policy == "learned" for m in ms])
         if whole:
             self._cache = rows
         return rows
+
+    def _view(self, lo: int, hi: int, tensors: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Rows lo..hi of the stacked parameters (or of ``tensors``, keyed like ``_moments``), the
+        hidden layer l's only as far as the members deep enough for it (a prefix)."""
+        depths = [m.cfg.depth for m in self.rows[lo:hi]]
+        out = {}
+        for name, t in (self.params if tensors is None else tensors).items():
+            layer = layer_of(name.partition(".")[2] or name)
+            c = hi - lo if not layer else sum(d > layer for d in depths)
+            if c:
+                out[name] = t[lo : lo + c]
+        return out
+
+    def _moments(self) -> dict[str, Tensor]:
+        """Adam's moments by parameter: ``m.<name>``, ``v.<name>``."""
+        names = list(self.params)
+        return ({f"m.{n}": t for n, t in zip(names, self.opt.exp_avg, strict=True)}
+                | {f"v.{n}": t for n, t in zip(names, self.opt.exp_avg_sq, strict=True)})
 
     def _row_tensors(self) -> list[Tensor]:
         return [*self.params.values(), *self.opt.exp_avg, *self.opt.exp_avg_sq, self.opt.step,
@@ -699,8 +730,8 @@ class GFlowNetPopulation:
                 p["w0"][row, :h] = linear[0].weight
                 p["b0"][row, :h] = linear[0].bias
             for layer in range(1, cfg.depth):
-                p["wh"][row, layer - 1, :h, :h] = linear[layer].weight
-                p["bh"][row, layer - 1, :h] = linear[layer].bias
+                p[f"wh{layer}"][row, :h, :h] = linear[layer].weight
+                p[f"bh{layer}"][row, :h] = linear[layer].bias
             p["wo"][row, :, : linear[-1].weight.shape[1]] = linear[-1].weight
             p["bo"][row] = linear[-1].bias
             p["log_z"][row] = net.log_z
@@ -725,11 +756,11 @@ class GFlowNetPopulation:
     def _one_hot(self, x: Tensor) -> Tensor:
         return (x[..., None] == self.values).flatten(-2).to(self.dtype)  # [..., n*H]
 
-    def _forward_rows(self, p: dict[str, Tensor], x: Tensor, depths: list[int]) -> Tensor:
+    def _forward_rows(self, p: dict[str, Tensor], x: Tensor) -> Tensor:
         """The stacked networks on states ``x [k, ..., n]`` -> ``[k, ..., 2n+2]``."""
         k, lead = x.shape[0], x.shape[1:-1]
         out = stacked_forward(p, self._one_hot(x).reshape(k, -1, self.one_hot_all.shape[-1]),
-                              self.act, depths)
+                              self.act)
         return out.reshape(k, *lead, out.shape[-1])
 
     def _save(self, m: _Member) -> tuple[Tensor, tuple[int, int] | None]:
@@ -750,11 +781,12 @@ def _look_up(table: Tensor, index: Tensor) -> Tensor:
 
 
 def _unit_mask(name: str, units: Tensor) -> Tensor | float:
-    """The 0/1 mask of a member's own units in a stacked parameter's gradient."""
-    masks = {"w0": lambda: units[:, :, None], "b0": lambda: units,
-             "wh": lambda: units[:, None, :, None] * units[:, None, None, :],
-             "bh": lambda: units[:, None, :], "wo": lambda: units[:, None, :]}
-    return masks[name]() if name in masks else 1.0
+    """The 0/1 mask of a member's own units in a stacked parameter's gradient (``units [c, Hm]``)."""
+    if name.startswith("wh"):
+        return units[:, :, None] * units[:, None, :]
+    if name.startswith("bh") or name == "b0":
+        return units
+    return {"w0": units[:, :, None], "wo": units[:, None, :]}.get(name, 1.0)
 
 
 def _copy_overlap(src: Tensor, dst: Tensor) -> None:
