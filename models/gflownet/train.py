@@ -71,6 +71,7 @@ from models.population import MemberEvent, PopulationForm
 LOSSES = ("tb", "db", "subtb", "fm")
 BACKWARD_POLICIES = ("uniform", "learned")
 MAX_STATES = 2**22  # the exact metric enumerates every state
+ADAM_CHUNK = 2**17  # parameters per Adam call (rows of K members taken together up to this)
 
 
 @dataclass
@@ -597,19 +598,25 @@ class GFlowNetPopulation:
         # Adam on each parameter's own rows: the deeper layers' prefixes in calls of their own,
         # which start from the step counts before this step (the first call counts it)
         params, moments = self._view(lo, lo + k), self._view(lo, lo + k, self._moments())
+        # (and in chunks of rows, so that each chunk's moments stay in the cache for all passes)
         before = self.opt.step[lo : lo + k].clone()
         for c in sorted({p.shape[0] for p in params.values()}, reverse=True):
             names = [name for name, p in params.items() if p.shape[0] == c]
             grads = [step.grads[name] for name in names]
             if hyper.units is not None:  # padded units: their gradients are exact zeros; kept so
-                grads = [g if g is None else g * _unit_mask(name, hyper.units[:c])
-                         for name, g in zip(names, grads, strict=True)]
-            state = AdamState([moments[f"m.{name}"] for name in names],
-                              [moments[f"v.{name}"] for name in names],
-                              self.opt.step[lo : lo + k] if c == k else before[:c].clone())
-            adam_step([params[name] for name in names], grads, state,
-                      lr=[hyper.logz_lr[:c] if name == "log_z" else hyper.lr[:c] for name in names],
-                      mask=None if mask is None else mask[:c])
+                for name, g in zip(names, grads, strict=True):
+                    for factor in () if g is None else _unit_mask(name, hyper.units[:c]):
+                        g.mul_(factor)
+            chunk = max(1, ADAM_CHUNK // sum(params[name][0].numel() for name in names))
+            for r0 in range(0, c, chunk):
+                rs = slice(r0, min(c, r0 + chunk))
+                count = self.opt.step[lo : lo + k][rs] if c == k else before[rs].clone()
+                state = AdamState([moments[f"m.{name}"][rs] for name in names],
+                                  [moments[f"v.{name}"][rs] for name in names], count)
+                adam_step([params[name][rs] for name in names],
+                          [None if g is None else g[rs] for g in grads], state,
+                          lr=[(hyper.logz_lr if name == "log_z" else hyper.lr)[: c][rs] for name in names],
+                          mask=None if mask is None else mask[rs])
 
     # ---- reports ------------------------------------------------------------------------
 
@@ -780,13 +787,13 @@ def _look_up(table: Tensor, index: Tensor) -> Tensor:
     return table.gather(1, flat).reshape(*index.shape, c)
 
 
-def _unit_mask(name: str, units: Tensor) -> Tensor | float:
-    """The 0/1 mask of a member's own units in a stacked parameter's gradient (``units [c, Hm]``)."""
+def _unit_mask(name: str, units: Tensor) -> tuple[Tensor, ...]:
+    """The 0/1 factors of a member's own units in a stacked parameter's gradient (``units [c, Hm]``)."""
     if name.startswith("wh"):
-        return units[:, :, None] * units[:, None, :]
+        return units[:, :, None], units[:, None, :]
     if name.startswith("bh") or name == "b0":
-        return units
-    return {"w0": units[:, :, None], "wo": units[:, None, :]}.get(name, 1.0)
+        return (units,)
+    return {"w0": (units[:, :, None],), "wo": (units[:, None, :],)}.get(name, ())
 
 
 def _copy_overlap(src: Tensor, dst: Tensor) -> None:
