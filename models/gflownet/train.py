@@ -329,15 +329,24 @@ def stacked_forward(p: dict[str, Tensor], h: Tensor, act: nn.Module) -> Tensor:
     deep enough for hidden layer l; the others pass h on as it is (their network has no such
     layer)."""
     if "w0" in p:
-        h = act(torch.baddbmm(p["b0"][:, None], h, p["w0"].transpose(1, 2)))  # [K, R, Hm]
+        h = act(linear(p["b0"], h, p["w0"]))  # [K, R, Hm]
     layer = 1
     while f"wh{layer}" in p:
         w, b = p[f"wh{layer}"], p[f"bh{layer}"]  # [c, Hm, Hm], [c, Hm]
         c = w.shape[0]
-        f = act(torch.baddbmm(b[:, None], h[:c], w.transpose(1, 2)))
+        f = act(linear(b, h[:c], w))
         h = f if c == h.shape[0] else torch.cat([f, h[c:]])
         layer += 1
-    return torch.baddbmm(p["bo"][:, None], h, p["wo"].transpose(1, 2))  # [K, R, 2n+2]
+    return linear(p["bo"], h, p["wo"])  # [K, R, 2n+2]
+
+
+def linear(b: Tensor, h: Tensor, w: Tensor) -> Tensor:
+    """h W^T + b of each member: ``h [K, R, in]``, ``w [K, out, in]``, ``b [K, out]`` ->
+    ``[K, R, out]``. One ``baddbmm``; one ``addmm`` when K = 1 (its backward's matrix products
+    are ~1.3x faster than bmm's on CPU: a solo run stays as fast as a plain ``nn.Linear``)."""
+    if h.shape[0] == 1:
+        return torch.addmm(b[0], h[0], w[0].t())[None]
+    return torch.baddbmm(b[:, None], h, w.transpose(1, 2))
 
 
 # ---- the population ------------------------------------------------------------------------
