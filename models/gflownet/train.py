@@ -391,7 +391,11 @@ class _Step:
 
 
 class GFlowNetPopulation:
-    """Up to ``capacity`` GFlowNet trials of one signature (see the module docstring)."""
+    """Up to ``capacity`` GFlowNet trials of one signature (see the module docstring).
+
+    ``table``: evaluate the networks once on every state (None: when the grid has no more
+    states than a batch has rows, as ``Config.uses_table``). ``isolate``: a member's exception
+    fails that member (an event); off for ``train()``, where it propagates."""
 
     def __init__(self, config: Mapping[str, Any], *, capacity: int, device: str = "cpu",
                  table: bool | None = None, isolate: bool = True) -> None:
