@@ -76,13 +76,17 @@ def parse_tuner(name: str, sampler: str | None = None, scheduler: str | None = N
     raise UsageError(f"--tuner {name}: only optuna (a sampler) and ray (a scheduler) take a ':' part")
 
 
-def parse_tuners(text: str | list[str]) -> list[TunerName]:
+def parse_tuners(text: str | list[str], flag: str = "--tuners") -> list[TunerName]:
     """A comma list (``--tuners optuna:cmaes,random``): each parsed, no tuner twice."""
     items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    installed = registered_tuners()
+    missing = [t for t in items if t.partition(":")[0] not in installed]
+    if missing:
+        raise TunerError(f"{flag}: {', '.join(missing)} not installed (installed: {', '.join(sorted(installed))})")
     parsed = [parse_tuner(t) for t in items]
     labels = [p.label for p in parsed]
     if not parsed or len(set(labels)) != len(labels):
-        raise UsageError(f"--tuners {','.join(items) or text!r}: give distinct tuner names, e.g. optuna,random")
+        raise UsageError(f"{flag} {','.join(items) or text!r}: give distinct tuner names, e.g. optuna,random")
     return parsed
 
 

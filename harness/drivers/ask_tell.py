@@ -4,6 +4,9 @@ Every event goes to the :class:`~harness.recorder.Recorder` (started, report, fi
 owns the statistics, the stop rules, the write-ahead log and the tracker; this loop only keeps
 the engine's slots busy and turns the tuner's prune decisions into ``engine.stop_trial``.
 
+A trial ``lost`` with its worker (a population worker that died holding several trials) is
+recorded interrupted and run again once; a rerun that is lost again fails.
+
 The loop is step-wise: :meth:`AskTellDriver.step` dispatches what it can and says whether the
 sweep has work left, :meth:`AskTellDriver.handle` takes one engine event. :meth:`run` alternates
 them over its own engine; :class:`~harness.drivers.multi.MultiSweepDriver` alternates them for
@@ -38,6 +41,8 @@ class AskTellDriver:
     asked: int = -1  # trials asked so far (-1: not begun)
     exhausted: bool = False  # the tuner has nothing more to propose
     stopping: bool = False  # a stop rule fired; what was asked ahead is given back
+    reruns: set[int] = field(default_factory=set)  # trials that rerun a lost one (not again)
+    _to_rerun: list[dict] = field(default_factory=list)  # params of lost trials, enqueued
 
     @property
     def stats(self) -> SweepStats:
@@ -119,7 +124,18 @@ class AskTellDriver:
             if value is not None and self.tuner.report(event.number, event.step, value):
                 self.engine.stop_trial(event.number)
         elif isinstance(event, Done) and event.number in self.tasks:
-            rec.finished(event, self.tasks.pop(event.number))
+            task = self.tasks.pop(event.number)
+            if event.status == "lost" and task.number not in self.reruns and not self.stopping:
+                # its worker died holding several trials (a population): none is the suspect, so
+                # each is recorded interrupted (not counted) and runs again once
+                rec.finished(Done(event.number, "error", event.metrics, INTERRUPTED, event.reason,
+                                  steps=event.steps, seconds=event.seconds, device=event.device), task)
+                self.tuner.enqueue(dict(task.params))
+                self._to_rerun.append(dict(task.params))
+                self.asked -= 1
+                self.exhausted = False
+            else:
+                rec.finished(event, task)
 
     def _task(self, s: Suggestion) -> TrialTask:
         return TrialTask(
@@ -137,6 +153,9 @@ class AskTellDriver:
         return suggestions
 
     def _dispatch(self, s: Suggestion) -> None:
+        if s.params in self._to_rerun:
+            self._to_rerun.remove(s.params)
+            self.reruns.add(s.number)
         task = self._task(s)
         device = self.engine.submit(task)
         self.tasks[s.number] = task
