@@ -49,7 +49,7 @@ def _sweep_options(**kw: object) -> object:
 @app.command()
 def sweep(
     space: SpaceArg,
-    tuner: Annotated[str, typer.Option(help="Who proposes trials: optuna | ax | ray (Ray Tune) | random (and any installed harness.tuners plugin).")] = "optuna",
+    tuner: Annotated[str, typer.Option(help="Who proposes trials: optuna | ax | ray (Ray Tune) | random (and any installed harness.tuners plugin); optuna:cmaes = --tuner optuna --sampler cmaes, ray:asha = --tuner ray --scheduler asha.")] = "optuna",
     engine: Annotated[str | None, typer.Option(help="Where trials run: local (worker processes on this machine) | ray (Ray actors; a local Ray, or the cluster at --ray-address). Default: ray for --tuner ray, else local.")] = None,
     trials: Annotated[int | None, typer.Option(help="Trial budget (default: the space's budget.trials).")] = None,
     workers: Annotated[int | None, typer.Option(help="Parallel worker processes (default: one per GPU slot, else half the CPU cores).")] = None,
@@ -370,14 +370,19 @@ def tabulate(
 ) -> None:
     """Evaluate CONFIGS x SEEDS configurations; store every learning curve, seconds per step and final
     metrics in one tidy Parquet table (also an MLflow artifact). Resumable: rerun the same command."""
+    from harness.builder import SweepInterrupted
     from harness.tabulate import TabulateOptions
     from harness.tabulate import tabulate as run_tabulate
 
     total = configs * seeds
-    s = run_tabulate(TabulateOptions(space, configs=configs, seeds=seeds, design_seed=design_seed, engine=engine,
-                                     workers=workers, threads=threads, out=out, time_limit=time_limit,
-                                     trial_timeout=trial_timeout, tracking_uri=tracking_uri),
-                     progress=lambda d, n: err.print(f"  {d}/{n} trials", markup=False) if d % 25 == 0 or d == n else None)
+    try:
+        s = run_tabulate(TabulateOptions(space, configs=configs, seeds=seeds, design_seed=design_seed, engine=engine,
+                                         workers=workers, threads=threads, out=out, time_limit=time_limit,
+                                         trial_timeout=trial_timeout, tracking_uri=tracking_uri),
+                         progress=lambda d, n: err.print(f"  {d}/{n} trials", markup=False) if d % 25 == 0 or d == n else None)
+    except SweepInterrupted:
+        err.print("interrupted: every finished trial is kept; rerun the same command to continue", markup=False)
+        raise typer.Exit(130) from None
     console.print(f"{s.out}: {s.trials} trials of {total}, {s.configs} configurations with every seed "
                   f"({s.ran} run now, {s.seconds:.0f} s); sha256 {s.sha256}"
                   + (f"; MLflow run {s.run_id}" if s.run_id else ""), markup=False, highlight=False)
