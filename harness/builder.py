@@ -342,7 +342,7 @@ def provenance(command: str | None) -> dict[str, str]:
         pass
     for pkg in ("torch", "optuna", "ax-platform", "ray", "mlflow"):
         try:
-            tags[f"harness.version.{pkg}"] = version(pkg)
+            tags[names.TAG_VERSION_PREFIX + pkg] = version(pkg)
         except PackageNotFoundError:
             pass
     from harness.masking import mask_url

@@ -285,6 +285,7 @@ def benchmark(
     tracking_uri: TrackingOpt = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space file's stem).")] = None,
     population: PopulationOpt = None,
+    engine: Annotated[str | None, typer.Option(help="Where the ask/tell tuners' trials run, shared by every sweep: local (worker processes here; default) | ray (Ray actors). Ray Tune's sweeps run on Ray, apart.")] = None,
     concurrent: Annotated[int | None, typer.Option(help="Sweeps running at once over the shared workers (default: all of them). Each sweep keeps its own --workers cap of trials in flight, seed, budget and MLflow run.")] = None,
     sequential: Annotated[bool, typer.Option("--sequential", help="Run the sweeps one after another, each on its own workers (the slower way; for comparison).")] = False,
     simulated: Annotated[bool, typer.Option("--simulated", help="Run on a simulated clock over the space's table (harness tabulate) and its surrogate, then print the verdict.")] = False,
@@ -316,7 +317,7 @@ def benchmark(
     plan = plan_benchmark(space, tuners=tuners, seeds=seeds, trials=trials, budget_steps=budget_steps,
                           workers=workers, devices=devices, tracking_uri=tracking_uri, experiment=experiment,
                           bid=id, pruner=pruner, command=shlex.join(["harness", *sys.argv[1:]]),
-                          population=population, concurrent=concurrent)
+                          population=population, concurrent=concurrent, engine=engine)
     log = console if format == "table" else err
     budget = f"{plan.trials} trials" + (f", {plan.budget_steps} training steps" if plan.budget_steps else "")
     how = "one after another" if sequential else (

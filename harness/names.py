@@ -33,6 +33,7 @@ TAG_RERUN_OF = "harness.rerun_of"
 TAG_GIT_COMMIT = "harness.git_commit"
 TAG_GIT_DIRTY = "harness.git_dirty"
 TAG_COMMAND = "harness.command"
+TAG_VERSION_PREFIX = "harness.version."  # + a package name: its installed version
 TAG_POPULATION = "harness.population"  # the sweep ran its trials as populations (K members, one model)
 TAG_POPULATION_SIZE = "harness.population_size"
 TAG_PARETO = "harness.pareto"  # a multi-objective sweep: its front is in pareto.json

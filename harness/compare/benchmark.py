@@ -71,7 +71,8 @@ def plan_benchmark(space: str, *, tuners: str, seeds: str, trials: int | None = 
                    budget_steps: int | None = None, workers: int | None = None, devices: str = "auto",
                    tracking_uri: str | None = None, experiment: str | None = None,
                    bid: str | None = None, pruner: str = "none", command: str | None = None,
-                   population: int | None = None, concurrent: int | None = None) -> BenchmarkPlan:
+                   population: int | None = None, concurrent: int | None = None,
+                   engine: str | None = None) -> BenchmarkPlan:
     """Validate everything before the first sweep starts: tuners installed, seeds, budget, space."""
     from harness.inputs import parse_tuners
     from harness.runner import SweepOptions, UsageError, prepare
@@ -98,7 +99,7 @@ def plan_benchmark(space: str, *, tuners: str, seeds: str, trials: int | None = 
                 tags[N.TAG_BUDGET_STEPS] = str(budget_steps)
             ray = t.backend == "ray"
             sweeps.append(SweepOptions(
-                space=space, tuner=t.backend, engine="ray" if ray else "local", seed=seed,
+                space=space, tuner=t.backend, engine="ray" if ray else (engine or "local"), seed=seed,
                 trials=cap, workers=workers, devices=devices, budget_steps=budget_steps,
                 tracking_uri=tracking_uri, experiment=experiment, tags=tags,
                 name=f"{stem}-{t.label.replace(':', '-')}-s{seed}-{bid}", command=command,

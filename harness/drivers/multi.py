@@ -154,7 +154,10 @@ class MultiSweepDriver:
         while True:
             while self.openers and not self.stopped and len(self.active) < self.concurrent:
                 opener = self.openers.pop(0)
-                self.active.append(opener(self.shared.view(self.cap)))
+                handle = opener(self.shared.view(self.cap))
+                self.active.append(handle)
+                if self.stopped:  # Ctrl-C came while it was opening
+                    handle.stop()
             # round-robin by age: the sweep that waited longest since it dispatched goes first
             for h in sorted(self.active, key=lambda h: h.driver.engine.last_dispatch):  # type: ignore[attr-defined]
                 if not h.driver.step():
@@ -162,11 +165,11 @@ class MultiSweepDriver:
                     self.close(h)
             if not self.active and (self.stopped or not self.openers):
                 return
+            by_view = {id(h.driver.engine): h for h in self.active}
             for view, event in self.shared.poll(0.05):
-                for h in self.active:
-                    if h.driver.engine is view:
-                        h.driver.handle(event)
-                        break
+                h = by_view.get(id(view))
+                if h is not None:
+                    h.driver.handle(event)
             for h in self.active:
                 h.driver.recorder.update()
 

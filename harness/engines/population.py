@@ -5,8 +5,8 @@ models/population.py). A worker process holds :class:`~models.population.Populat
 each of one structural signature; every member is a full trial (its own number, seed, reports,
 prune, failure and result). The engine owns the placement: ``free_slots`` counts member places
 (K per worker), ``submit`` routes a task to a running population of the same signature with a
-free place (the fullest first), else to an idle worker, else to the worker with the most free
-places, where it starts a new population beside the running one. Members join at their own
+free place on the least loaded worker (so every worker computes), else starts a new population
+on that worker beside the ones it runs. Members join at their own
 step 0 while others are midway (continuous batching) and leave when pruned, failed or done.
 
 Messages to a worker: ``("task", TrialTask, population_id)``, ``("stop", number)`` (a prune:
@@ -234,14 +234,17 @@ class PopulationEngine(LocalEngine):
         ready = [w for w in self._workers if w.ready and len(self._members[w.wid]) < self.population]
         if not ready:
             raise RuntimeError("submit() with no free slot")
-        best: tuple[Any, str] | None = None
-        most = -1
-        for w in ready:  # a running population of this signature with a place: the fullest
-            for pid, pop in self._pops[w.wid].items():
-                if pop.signature == sig and len(pop.numbers) < self.population and len(pop.numbers) > most:
-                    best, most = (w, pid), len(pop.numbers)
-        if best is None:  # a new population: an idle worker, else the one with the most places
-            w = min(ready, key=lambda w: len(self._members[w.wid]))
+        def joinable(w: Any) -> list[str]:  # its populations of this signature with a place
+            return [pid for pid, pop in self._pops[w.wid].items()
+                    if pop.signature == sig and len(pop.numbers) < self.population]
+
+        # the least loaded worker (every worker computes: a second core or GPU is not left idle
+        # while one worker holds every member), one that can join a population on a tie
+        w = min(ready, key=lambda w: (len(self._members[w.wid]), not joinable(w)))
+        pids = joinable(w)
+        if pids:  # join its fullest population of this signature
+            best: tuple[Any, str] = (w, max(pids, key=lambda pid: len(self._pops[w.wid][pid].numbers)))
+        else:  # a new population on that worker, beside any it runs
             self._serial += 1
             best = (w, f"{self._prefix}-{self._serial}")
             self._pops[w.wid][best[1]] = _Pop(sig)
