@@ -110,3 +110,39 @@ budget: {{trials: 5}}
         assert len(runs) == 1 and runs[0].state.value == "complete"
     for s in summaries:  # the budget: 5 counted trials each, the lost ones not counted
         assert s.stats.finished == 5 and s.stats.complete == 5
+
+
+def test_populations_fill_from_every_sweep(tmp_path, write_space) -> None:
+    """Two sweeps together on one worker of K = 4, each with 2 trials in flight, so members
+    of both sweeps share populations (one child tag harness.population for runs of two parent
+    runs), and the engine's fill rate says how full they were."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.builder import launch_together
+    from harness.inputs import SweepOptions, prepare
+
+    space = write_space(f"""
+objective: {OBJ}
+metric: {{name: value, goal: minimize}}
+fixed: {{steps: 6, pause: 0.05, group: a}}
+params:
+  x: {{type: float, low: 0.0, high: 1.0}}
+budget: {{trials: 4}}
+""")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    items = []
+    for seed in (0, 1):
+        o = SweepOptions(space=str(space), tuner="random", seed=seed, workers=1, devices="cpu",
+                         tracking_uri=uri, name=f"s{seed}", state_root=tmp_path / "sweeps", population=4)
+        items.append((o, prepare(o), None))
+    engine = PopulationEngine(items[0][1].slots, 4)
+    summaries = launch_together(items, engine=engine, cap=2)  # 2 in flight each, on one worker
+    assert [s.stats.complete for s in summaries] == [4, 4]
+    assert 0.25 < engine.fill_rate() <= 1.0
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("space")
+    kids = client.search_runs([exp.experiment_id], "tags.`harness.kind` = 'trial'")
+    parents_of: dict[str, set[str]] = {}
+    for k in kids:
+        parents_of.setdefault(k.data.tags["harness.population"], set()).add(k.data.tags["mlflow.parentRunId"])
+    assert any(len(p) == 2 for p in parents_of.values())  # a population held members of both sweeps
