@@ -52,6 +52,7 @@ class SweepSummary:
     failed_writes: int = 0
     tracking_errors: list[str] = field(default_factory=list)
     population_fill: float | None = None  # populations: mean members per population / K, over time
+    error: str | None = None  # the sweep's own error, when it failed alone (sweeps run together)
 
     @property
     def utilization(self) -> float:
@@ -91,6 +92,7 @@ class Sweep:
     ended: bool = False  # the driver ran to its end (budget, stop rule); else it failed
     summary: SweepSummary | None = None
     name: str = ""  # an in-memory sweep's name (a CLI sweep's is its prepared name)
+    error: str | None = None  # its own error, when it failed alone among sweeps run together
 
     def stop(self) -> None:
         """Ctrl-C: stop dispatching; running trials stop and are recorded ``interrupted``."""
@@ -130,7 +132,7 @@ class Sweep:
             parent_run_id=self.parent, tracking_uri=p.uri if p else None,
             experiment=p.experiment if p else "", state_dir=p.state_dir if p else Path("."),
             failed_writes=self.tracker.failed_writes, tracking_errors=list(getattr(self.tracker, "errors", [])),
-            population_fill=self.engine.fill_rate() if self.engine is not None else None,
+            population_fill=self.engine.fill_rate() if self.engine is not None else None, error=self.error,
         )
         return self.summary
 
@@ -299,7 +301,6 @@ def launch_together(sweeps: list[tuple[SweepOptions, Prepared, dict[str, Any] | 
         return lambda view: open_sweep(item[0], item[1], view, resume_state=item[2])
 
     def close(h: Any) -> None:
-        h.ended = h.ended or not h.driver.tasks and not h.driver.ready
         summary = h.close()
         summaries.append(summary)
         if on_close is not None:

@@ -339,6 +339,9 @@ def benchmark(
         best = st.best.value if st.best else None
         log.print(f"  {s.name}: best {best}, {st.finished} trials, {st.cum_steps} steps, "  # type: ignore[attr-defined]
                   f"{st.wall_seconds():.1f} s", markup=False, highlight=False)
+        if s.error:  # type: ignore[attr-defined]
+            err.print(f"  {s.name} failed alone: {s.error}; the others went on (rerun with --id {plan.id} "  # type: ignore[attr-defined]
+                      "to continue it)", markup=False, highlight=False, soft_wrap=True)
 
     try:
         ran = run_benchmark(plan, sequential=sequential, concurrent=concurrent, progress=progress, on_sweep=said)

@@ -106,6 +106,8 @@ class SweepHandle(Protocol):
     """An open sweep as the builder assembled it (see :class:`harness.builder.Sweep`)."""
 
     driver: AskTellDriver
+    ended: bool  # set here when its loop ran to its end (budget, stop rule)
+    error: str | None  # set here when its own error ended it alone
 
     def stop(self) -> None:
         """Ctrl-C: stop dispatching; running trials stop and are recorded ``interrupted``."""
@@ -119,7 +121,9 @@ class MultiSweepDriver:
     sweeps are open at once (a finished one makes room for the next). ``close(handle)`` is
     called for each sweep as soon as it has finished (or after a stop). :meth:`stop` (the
     first Ctrl-C) stops every open sweep and opens no more; a KeyboardInterrupt (the second)
-    aborts every open sweep at once, recorded.
+    aborts every open sweep at once, recorded. A sweep's own error (its tuner, say) ends that
+    sweep alone: its running trials are stopped and recorded interrupted, it closes as failed
+    (resumable), and the others go on.
     """
 
     def __init__(self, shared: SharedEngine, openers: list[Callable[[Engine], SweepHandle]], *,
@@ -132,6 +136,7 @@ class MultiSweepDriver:
         self.close = close
         self.active: list[SweepHandle] = []
         self.stopped = False
+        self.errors: list[str] = []  # the tracebacks of sweeps that failed alone
 
     def stop(self) -> None:
         self.stopped = True
@@ -160,7 +165,13 @@ class MultiSweepDriver:
                     handle.stop()
             # round-robin by age: the sweep that waited longest since it dispatched goes first
             for h in sorted(self.active, key=lambda h: h.driver.engine.last_dispatch):  # type: ignore[attr-defined]
-                if not h.driver.step():
+                try:
+                    more = h.driver.step()
+                except Exception as exc:
+                    self._fail(h, exc)
+                    continue
+                if not more:
+                    h.ended = True
                     self.active.remove(h)
                     self.close(h)
             if not self.active and (self.stopped or not self.openers):
@@ -168,10 +179,29 @@ class MultiSweepDriver:
             by_view = {id(h.driver.engine): h for h in self.active}
             for view, event in self.shared.poll(0.05):
                 h = by_view.get(id(view))
-                if h is not None:
-                    h.driver.handle(event)
+                if h is not None and h in self.active:
+                    try:
+                        h.driver.handle(event)
+                    except Exception as exc:
+                        self._fail(h, exc)
             for h in self.active:
                 h.driver.recorder.update()
+
+    def _fail(self, h: SweepHandle, exc: Exception) -> None:
+        """End sweep ``h`` alone after its own error (see the class doc)."""
+        import traceback
+
+        h.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        self.errors.append(traceback.format_exc())
+        view = h.driver.engine
+        for number in list(h.driver.tasks):
+            view.stop_trial(number)
+        try:
+            h.driver.abort()  # its running trials: recorded interrupted (run again on resume)
+        finally:
+            h.driver.recorder.stats.stopped_early = f"failed: {h.error}"
+            self.active.remove(h)
+            self.close(h)
 
 
 __all__ = ["EngineView", "MultiSweepDriver", "SharedEngine", "SweepHandle"]
