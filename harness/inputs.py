@@ -142,8 +142,10 @@ class Prepared:
     population: int = 1  # members per worker population, as resolved (1: one trial per process)
 
 
-def prepare(options: SweepOptions, spec: SweepSpec | None = None) -> Prepared:
-    """Validate everything; raise a one-line error (SpecError, UsageError, ...) on the first fault."""
+def prepare(options: SweepOptions, spec: SweepSpec | None = None, *, quiet: bool = False) -> Prepared:
+    """Validate everything; raise a one-line error (SpecError, UsageError, ...) on the first fault.
+    ``quiet``: notes (a population split, a plain trainer) are not said again (a benchmark's
+    other sweeps, prepared like its first)."""
     from harness.params_file import first_configs
 
     if ":" in options.tuner:  # --tuner optuna:cmaes = --tuner optuna --sampler cmaes
@@ -169,7 +171,7 @@ def prepare(options: SweepOptions, spec: SweepSpec | None = None) -> Prepared:
         raise TunerError(f"--tuner {options.tuner}: unknown tuner (installed: {known})")
     _check_backends(options, spec)
     slots = engine_slots(options)
-    population = _population(options, spec, slots)
+    population = _population(options, spec, slots, quiet)
     uri = resolve_uri(options.tracking_uri)
     if uri is not None:
         check_store(uri)
@@ -185,7 +187,7 @@ def prepare(options: SweepOptions, spec: SweepSpec | None = None) -> Prepared:
     )
 
 
-def _population(options: SweepOptions, spec: SweepSpec, slots: list[str]) -> int:
+def _population(options: SweepOptions, spec: SweepSpec, slots: list[str], quiet: bool = False) -> int:
     """The members per worker population: ``--population`` (default: off on CPU, on for CUDA),
     1 for a plain trainer (said once), fewer when K members would not fit in a worker's memory
     (said once), refused when one member does not."""
@@ -207,14 +209,14 @@ def _population(options: SweepOptions, spec: SweepSpec, slots: list[str]) -> int
 
     form = population_form(load_objective(spec.objective))  # imports the trainer here, once
     if form is None:
-        if given:
+        if given and not quiet:
             _stderr(f"--population {k}: objective '{spec.objective}' has no population form; "
                     "its trials run one per process")
         return 1
-    return _fit_population(k, form, spec, slots)
+    return _fit_population(k, form, spec, slots, quiet)
 
 
-def _fit_population(k: int, form: Any, spec: SweepSpec, slots: list[str]) -> int:
+def _fit_population(k: int, form: Any, spec: SweepSpec, slots: list[str], quiet: bool = False) -> int:
     """Split (fewer members per worker) or refuse, before any trial starts, populations whose
     members would not fit. A worker holds at most K members in all, whatever populations they
     form (members of different widths, batch sizes or losses may share one, and a population
@@ -243,8 +245,9 @@ def _fit_population(k: int, form: Any, spec: SweepSpec, slots: list[str]) -> int
         raise UsageError(f"--population {k}: one member needs up to {need / mib:.0f} MiB, more than the "
                          f"{free / mib:.0f} MiB free per worker on {where}; use fewer --workers")
     if fit < k:
-        _stderr(f"--population {k}: split to populations of {fit} (a member needs up to "
-                f"{need / mib:.0f} MiB; {free / mib:.0f} MiB free per worker on {where})")
+        if not quiet:
+            _stderr(f"--population {k}: split to populations of {fit} (a member needs up to "
+                    f"{need / mib:.0f} MiB; {free / mib:.0f} MiB free per worker on {where})")
         return fit
     return k
 

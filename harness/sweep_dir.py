@@ -96,7 +96,8 @@ def check_resumable(name: str, state_root: Path = STATE_ROOT) -> Path:
 def prepare_resume(name: str, state_dir: Path, *, space: str | None = None, trials: int | None = None,
                    workers: int | None = None, command: str | None = None,
                    tracking_uri: str | None = None,
-                   notify: Callable[[str], None] | None = None) -> tuple[SweepOptions, Prepared, dict[str, Any]]:
+                   notify: Callable[[str], None] | None = None,
+                   quiet: bool = False) -> tuple[SweepOptions, Prepared, dict[str, Any]]:
     """Read a sweep's saved state back (call it holding the lock): its options, its own spec
     (validated again), and the state a resume continues from."""
     try:
@@ -122,7 +123,7 @@ def prepare_resume(name: str, state_dir: Path, *, space: str | None = None, tria
         **{k: v for k, v in saved.items() if k != "experiment"},
         experiment=state.get("experiment"),
     )
-    p = prepare(options, saved_spec)
+    p = prepare(options, saved_spec, quiet=quiet)
     p.first = []
     return options, p, state
 

@@ -112,7 +112,7 @@ def plan_benchmark(space: str, *, tuners: str, seeds: str, trials: int | None = 
         raise UsageError("harness benchmark compares sweeps read back from MLflow: not --tracking-uri none")
     for s in sweeps[1:]:
         if s.tuner != sweeps[0].tuner or s.sampler != sweeps[0].sampler:
-            prepare(s)  # each tuner's own checks (its sampler on this space, ...)
+            prepare(s, quiet=True)  # each tuner's own checks (its sampler on this space, ...)
     plan = BenchmarkPlan(id=bid, space=space, tuners=[t.label for t in parsed], seeds=seed_list,
                          experiment=p.experiment, sweeps=sweeps, trials=p.trials, budget_steps=budget_steps,
                          workers=len(p.slots), population=p.population)
@@ -176,12 +176,12 @@ def _together(plan: BenchmarkPlan, todo: list[Any], concurrent: int | None,
             state_dir = options.state_root / options.name
             lock = lock_sweep(state_dir, options.name)  # refused when another process drives it
             try:
-                o, p, state = prepare_resume(options.name, state_dir, space=plan.space)
+                o, p, state = prepare_resume(options.name, state_dir, space=plan.space, quiet=True)
             finally:
                 lock.release()
             items.append((o, p, state))
         else:
-            items.append((options, prepare(options), None))
+            items.append((options, prepare(options, quiet=True), None))
     engine = make_engine_for(items[0][0], items[0][1])
     assert engine is not None  # ask/tell sweeps only
     launch_together(items, engine=engine, cap=len(items[0][1].slots), concurrent=concurrent, on_close=heard)
