@@ -28,15 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from harness.engines.base import EngineError
+from harness import names as N
+from harness.engines.base import Engine, EngineError
 from harness.engines.simulated import SimulatedEngine
 from harness.spec import SweepSpec, load_spec
-from harness.surrogate import Curve, Surrogate, row_params
+from harness.surrogate import Curve, Surrogate
 from harness.tabulate import METRIC, config_id, default_out, read_table
 from harness.trials import TrialState, TrialTask
 
 BUDGETS = (20, 50, 200)
-SIM_TUNERS = ("optuna", "optuna:tpe", "optuna:gp", "optuna:cmaes", "optuna:random", "ax", "random")
+SIM_TUNERS = ("optuna:tpe", "optuna:gp", "optuna:cmaes", "optuna:nsga2", "ax", "random")  # and plugins
 
 
 class SimulationError(EngineError):
@@ -110,9 +111,12 @@ def _finite(row: Any, metrics: list[str]) -> dict[str, float]:
 
 
 def tuner_label(name: str) -> tuple[str, str]:
-    """``optuna:gp`` -> ("optuna", "gp"); ``optuna`` -> ("optuna", "tpe"); others: no sampler."""
-    base, _, sampler = name.partition(":")
-    return base, sampler or "tpe"
+    """``optuna:gp`` -> ("optuna", "gp"); ``optuna`` -> ("optuna", "tpe"); others: no sampler
+    (the one tuner vocabulary: :func:`harness.inputs.parse_tuner`)."""
+    from harness.inputs import parse_tuner
+
+    t = parse_tuner(name)
+    return t.backend, t.sampler or "tpe"
 
 
 @dataclass
@@ -144,9 +148,10 @@ class SimSweep:
 def simulate_sweep(spec: SweepSpec, oracle: Callable[[TrialTask], Curve], tuner: str | Any, seed: int, trials: int,
                    *, workers: int = 1, charge_tuner_time: bool = True, pruner: str = "none",
                    tracker: Any = None, info: Any = None) -> SimSweep:
-    """One sweep of ``tuner`` on the simulated engine (real tuner, driver and recorder)."""
-    from harness.drivers.ask_tell import AskTellDriver
-    from harness.recorder import Recorder
+    """One sweep of ``tuner`` on the simulated engine: the real tuner, built and run by the one
+    sweep builder (:func:`harness.builder.assemble`, :func:`harness.builder.run_on`) with the
+    recorder on the simulated clock."""
+    from harness.builder import assemble, run_on
     from harness.tracking import NullTracker
     from harness.tuners.base import TunerOptions, make_tuner
 
@@ -158,38 +163,23 @@ def simulate_sweep(spec: SweepSpec, oracle: Callable[[TrialTask], Curve], tuner:
     else:  # a tuner object (a ManualTuner replaying the table, say)
         tuner_obj, tuner = tuner, getattr(tuner, "name", "tuner")
     _quiet_optuna()  # the optuna backend sets WARNING when it builds its study
-    engine = SimulatedEngine(oracle, workers=workers, charge_tuner_time=charge_tuner_time)
-    tracker = tracker or NullTracker()
-    if info is not None:
-        tracker.start_sweep(info)
-    elapsed: list[float] = []
-    recorder = Recorder(spec, tracker, budget=trials, tell=tuner_obj.tell, progress=tuner_obj.shared_progress,
-                        clock=engine.clock)
-    driver = AskTellDriver(spec=spec, tuner=tuner_obj, engine=engine, recorder=recorder,
-                           objective=spec.objective, budget=trials, seed=seed)
-    record = recorder.record
+    engine = _SimEngine(oracle, workers=workers, charge_tuner_time=charge_tuner_time)
+    elapsed: list[float] = []  # the simulated clock at each finished trial
 
-    def timed(result: Any, **kw: Any) -> None:
-        record(result, **kw)
-        elapsed.append(engine.clock())
+    def finished_at(stats: Any) -> None:
+        elapsed.extend([engine.clock()] * (len(stats.results) - len(elapsed)))
 
-    recorder.record = timed  # type: ignore[method-assign]
-    status = "FAILED"
-    try:
-        engine.start(spec.objective)
-        stats = driver.run()
-        status = "FINISHED"
-    finally:
-        engine.shutdown()
-        if info is not None:
-            wait = getattr(tracker, "wait", None)
-            if wait is not None:
-                wait(timeout=60.0)
-            tracker.finish_sweep(status)
-        tuner_obj.close()
+    sweep = assemble(spec, tuner_obj, tracker or NullTracker(), engine, budget=trials, seed=seed, info=info,
+                     on_update=finished_at, clock=engine.clock)
+    sweep.name = f"{tuner}-{seed}"
+    stats = run_on(sweep, engine).stats
     results = [r for r in stats.results if not r.interrupted]
     return SimSweep(tuner, seed, results, elapsed, time.perf_counter() - t0, engine.tuner_seconds,
                     engine.clock(), getattr(oracle, "exact", 0), getattr(oracle, "predicted", 0))
+
+
+class _SimEngine(SimulatedEngine, Engine):
+    """The simulated engine with the engine protocol's default abilities (no populations)."""
 
 
 @dataclass
@@ -221,13 +211,17 @@ class SimBenchmark:
                 "surrogate_trials": self.predicted}
 
 
-def check_tuners(tuners: list[str]) -> None:
-    for t in tuners:
-        if t.partition(":")[0] == "ray":
+def check_tuners(tuners: list[str]) -> list[str]:
+    """The one tuner vocabulary (:func:`harness.inputs.parse_tuners`), less Ray Tune; returns the
+    canonical names (``optuna:tpe`` -> ``optuna``), as a real benchmark tags its sweeps."""
+    from harness.inputs import parse_tuners
+
+    parsed = parse_tuners(tuners)
+    for t in parsed:
+        if t.backend == "ray":
             raise SimulationError("--tuners ray --simulated: Ray Tune's schedulers run trials on Ray's own "
                                   "wall clock and actors, not on a simulated one; simulate optuna, ax or random")
-        if t not in SIM_TUNERS:
-            raise SimulationError(f"--tuners {t}: not simulated (use {', '.join(SIM_TUNERS)})")
+    return [t.label for t in parsed]
 
 
 def run_simulated_benchmark(
@@ -242,7 +236,7 @@ def run_simulated_benchmark(
 
     from harness.ranking import verdict
 
-    check_tuners(tuners)
+    tuners = check_tuners(tuners)
     spec = load_spec(space)
     trials = trials or spec.budget.trials
     if trials < 1 or workers < 1 or not seeds:
@@ -354,7 +348,7 @@ def _sweep_tracker(uri: str, spec: SweepSpec, stem: str, tuner: str, seed: int, 
     info = SweepInfo(name=f"{bid}-{tuner.replace(':', '-')}-{seed}", experiment=stem, tuner=tuner,
                      objective=spec.objective, engine="simulated", seed=seed, spec_yaml=spec.to_yaml(),
                      spec_hash=spec.hash(), metric=spec.metric.name, goal=spec.metric.goal,
-                     params=dict(spec.fixed), tags={"harness.benchmark": bid, "harness.simulated": "true"})
+                     params=dict(spec.fixed), tags={N.TAG_BENCHMARK: bid, N.TAG_SIMULATED: "true"})
     return make_tracker(uri), info
 
 
@@ -391,8 +385,8 @@ def _log_summary(uri: str, bench: SimBenchmark, spec: SweepSpec) -> str:
     exp = client.get_experiment_by_name(name)
     exp_id = exp.experiment_id if exp else client.create_experiment(name)
     run = client.create_run(exp_id, run_name=bench.id, tags={
-        "harness.benchmark": bench.id, "harness.simulated": "true", "harness.spec_hash": spec.hash(),
-        "harness.tuners": ",".join(bench.tuners), "harness.seeds": ",".join(map(str, bench.seeds))})
+        N.TAG_BENCHMARK: bench.id, N.TAG_SIMULATED: "true", N.TAG_SPEC_HASH: spec.hash(),
+        N.TAG_TUNERS: ",".join(bench.tuners), N.TAG_SEEDS: ",".join(map(str, bench.seeds))})
     rid = run.info.run_id
     for b, v in bench.verdicts.items():
         for t, row in v.tuners.items():
@@ -400,18 +394,12 @@ def _log_summary(uri: str, bench: SimBenchmark, spec: SweepSpec) -> str:
             for m in ("normalized_regret", "iqm", "mean_rank"):
                 client.log_metric(rid, f"{key}.{m}", float(row[m]), step=b)
     for t, w in bench.wall.items():
-        client.log_metric(rid, f"{t.replace(':', '_')}.wall_seconds", w)
+        client.log_metric(rid, f"{t.replace(':', '_')}.{N.METRIC_WALL_SECONDS}", w)
     for f in bench.files:
         client.log_artifact(rid, str(f))
     client.set_terminated(rid)
     return rid
 
 
-def rows_for_params(spec: SweepSpec, table: Any) -> list[dict[str, Any]]:
-    """The tabulated configurations as params dicts (design order)."""
-    first = table.drop_duplicates(["config"]).sort_values("config")
-    return [row_params(r, spec) for _, r in first.iterrows()]
-
-
 __all__ = ["BUDGETS", "parse_seeds", "render", "SimBenchmark", "SimSweep", "SimulationError", "TableOracle", "check_tuners",
-           "rows_for_params", "run_simulated_benchmark", "simulate_sweep", "tuner_label"]
+           "run_simulated_benchmark", "simulate_sweep", "tuner_label"]

@@ -17,6 +17,9 @@ from harness.trials import Done, Event, Report, TrialTask  # noqa: F401  (the en
 
 
 class Engine(Protocol):
+    """Where trials run. The abilities below the protocol's core have defaults here (an engine
+    class subclasses this protocol and overrides those it has), so callers never probe for them."""
+
     name: str
     startup_seconds: float  # measured by start(); printed beside the sweep's wall time
 
@@ -37,6 +40,16 @@ class Engine(Protocol):
     def stop_trial(self, number: int) -> None: ...
 
     def shutdown(self) -> None: ...
+
+    # -- optional abilities (defaults) ----------------------------------------------------------
+    def placement(self, number: int) -> tuple[str, int] | None:
+        """The population a running trial joined and its size K (child-run tags), or None when
+        the engine runs one trial per process."""
+        return None
+
+    def fill_rate(self) -> float | None:
+        """Mean members per running population / K over time, or None without populations."""
+        return None
 
 
 def _torch_cuda() -> Any:

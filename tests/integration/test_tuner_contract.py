@@ -204,7 +204,8 @@ def test_contract(tuner: str, engine: str, sweeps: Any, space_file: Path) -> Non
     parent, children, client = runs_of(uri, summary)
     tags = parent.data.tags
     assert parent.info.status == "FINISHED"
-    assert (tags["harness.tuner"], tags["harness.engine"]) == (tuner, engine)
+    label = {"ray": "ray:asha"}.get(tuner, tuner)  # the canonical name: --tuner ray --scheduler asha
+    assert (tags["harness.tuner"], tags["harness.engine"]) == (label, engine)
     assert tags["harness.seed"] == str(SEED) and tags["harness.spec_hash"] == spec.hash()
     assert sorted(int(c.data.tags["harness.trial"]) for c in children) == list(range(BUDGET))
     states: dict[int, str] = {}

@@ -17,9 +17,9 @@ import pytest
 
 from harness.cli import main
 from harness.engines.simulated import SimulatedEngine
-from harness.simulate import TableOracle, rows_for_params, simulate_sweep
+from harness.simulate import TableOracle, simulate_sweep
 from harness.spec import load_spec
-from harness.surrogate import Curve, Surrogate
+from harness.surrogate import Curve, Surrogate, row_params
 from harness.tabulate import BASE_COLUMNS, ROWS, TabulateOptions, sobol_design, tabulate
 from harness.trials import Done, Report, TrialState, TrialTask
 from harness.tuners.manual import ManualTuner
@@ -81,6 +81,12 @@ def test_sobol_design_respects_the_space() -> None:
         for name, v in params.items():
             assert spec.params[name].contains(v), (name, v)
     assert {p["loss"] for p in design} == {"tb", "db", "subtb", "fm"}
+
+
+def rows_for_params(spec, table) -> list[dict]:  # noqa: ANN001
+    """The tabulated configurations as params dicts (design order)."""
+    first = table.drop_duplicates(["config"]).sort_values("config")
+    return [row_params(r, spec) for _, r in first.iterrows()]
 
 
 def test_simulated_sweep_replays_the_table_exactly(tabulated: dict) -> None:
