@@ -71,6 +71,7 @@ def sweep(
     scheduler: Annotated[str | None, typer.Option(help="Ray Tune scheduler: fifo | asha | hyperband | pbt (default fifo).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (auto, or host:port of `ray start --head`) instead of starting a local Ray.")] = None,
     population: PopulationOpt = None,
+    population_size: Annotated[int | None, typer.Option("--population-size", help="NSGA-II's population (generation) size (optuna's default 50; only with --sampler nsga2).")] = None,
 ) -> None:
     """Run a sweep: the tuner proposes, workers train, MLflow records every trial."""
     from harness.runner import UsageError, launch, prepare
@@ -87,7 +88,8 @@ def sweep(
         name=name, seed=seed, timeout=timeout, trial_timeout=trial_timeout, sampler=sampler,
         pruner=pruner, storage=storage, enqueue=enqueue, defaults_first=defaults_first,
         engine_options={"address": ray_address} if ray_address else {},
-        tuner_options={k: v for k, v in (("ax_method", ax_method), ("scheduler", scheduler)) if v is not None},
+        tuner_options={k: v for k, v in (("ax_method", ax_method), ("scheduler", scheduler),
+                                         ("population_size", population_size)) if v is not None},
         population=population,
     )
     p = prepare(options)  # type: ignore[arg-type]
@@ -132,7 +134,8 @@ def _run_live(total: int, title: str, run: object) -> None:
 @app.command()
 def trial(
     space: Annotated[str | None, typer.Argument(help="A search-space YAML file or shipped name (optional with --from-run).")] = None,
-    params: Annotated[str | None, typer.Option("--params", help="A YAML of parameter values, e.g. the output of `harness best`.")] = None,
+    params: Annotated[str | None, typer.Option("--params", help="A YAML of parameter values, e.g. the output of `harness best` (its seed is used unless --seed is given).")] = None,
+    member: Annotated[int | None, typer.Option("--member", help="With --params holding a Pareto front (`harness best` of a multi-objective sweep): which member to run, 0 .. N-1.")] = None,
     from_run: Annotated[str | None, typer.Option("--from-run", help="Rerun a finished trial's exact configuration (same params and seed) from its MLflow run id.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for a parameter or a fixed value; repeatable. Unset parameters take their default, else the middle of their range.")] = None,
     devices: Annotated[str, typer.Option(help="auto | cpu | GPU indices.")] = "auto",
@@ -152,7 +155,7 @@ def trial(
     overrides = parse_set(set_ or [])
     with LiveSweep(console, 1, "trial") as live:
         summary = run_trial(options, overrides, live, params_file=params, from_run=from_run,  # type: ignore[arg-type]
-                            seed=seed)
+                            seed=seed, member=member)
     _print_summary(summary)
     r = summary.stats.results[0] if summary.stats.results else None
     if r is not None:
@@ -335,10 +338,9 @@ def benchmark(
             yield live
 
     def said(s: object) -> None:
-        st = s.stats  # type: ignore[attr-defined]
-        best = st.best.value if st.best else None
-        log.print(f"  {s.name}: best {best}, {st.finished} trials, {st.cum_steps} steps, "  # type: ignore[attr-defined]
-                  f"{st.wall_seconds():.1f} s", markup=False, highlight=False)
+        from harness.display import sweep_line
+
+        log.print(sweep_line(s), markup=False, highlight=False)
         if s.error:  # type: ignore[attr-defined]
             err.print(f"  {s.name} failed alone: {s.error}; the others went on (rerun with --id {plan.id} "  # type: ignore[attr-defined]
                       "to continue it)", markup=False, highlight=False, soft_wrap=True)
@@ -435,9 +437,9 @@ def _print_summary(summary: object) -> None:
     console.print(summary_table(summary))
     s = summary.stats  # type: ignore[attr-defined]
     if s.complete and summary.spec.multi:  # type: ignore[attr-defined]
-        from harness.display import front_summary_table
+        from harness.display import front_summary
 
-        console.print(front_summary_table(s, summary.spec))  # type: ignore[attr-defined]
+        console.print(front_summary(summary))
     elif s.complete:
         console.print(trials_table(s, summary.spec.metric.name, goal=summary.spec.metric.goal))  # type: ignore[attr-defined]
     if summary.tracking_uri:  # type: ignore[attr-defined]

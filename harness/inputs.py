@@ -280,6 +280,7 @@ _OPTION_FLAGS = {
     "scheduler": ("--scheduler", "only --tuner ray takes a scheduler "
                                  "(optuna prunes with --pruner; ax stops trials early by itself)"),
     "ax_method": ("--ax-method", "only --tuner ax takes a method"),
+    "population_size": ("--population-size", "only --tuner optuna --sampler nsga2 takes a population size"),
 }
 _OPTION_DEFAULTS = {"pruner": "none"}
 
@@ -291,7 +292,8 @@ def tuner_options(options: SweepOptions, p: Prepared | None = None) -> TunerOpti
         seed=options.seed, sampler=options.sampler, pruner=options.pruner, storage=options.storage,
         study_name=p.name if p else options.name, state_dir=p.state_dir if p else None,
         budget=p.trials if p else options.trials, scheduler=extra.pop("scheduler", None),
-        ax_method=extra.pop("ax_method", None), extra=extra,
+        ax_method=extra.pop("ax_method", None), population_size=extra.pop("population_size", None),
+        extra=extra,
     )
 
 

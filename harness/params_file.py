@@ -10,21 +10,45 @@ from harness.inputs import SweepOptions, UsageError
 from harness.spec import SweepSpec
 
 
-def read_params_file(path: str) -> dict[str, Any]:
-    """A YAML mapping of params, or a document with a ``params`` key (``harness best`` output)."""
+def read_params_file(path: str, member: int | None = None) -> dict[str, Any]:
+    """A YAML mapping of params, or a document with a ``params`` key (``harness best`` output);
+    a list of such documents (a Pareto front) needs ``member``."""
+    return read_params_doc(path, member)[0]
+
+
+def read_params_doc(path: str, member: int | None = None) -> tuple[dict[str, Any], int | None]:
+    """The params of a ``--params`` file and its ``seed`` (None when it names none).
+
+    ``harness best`` writes one document (``params``, ``seed``, ...) for a single objective and a
+    list of them, the Pareto front, for several: a list of more than one needs ``--member I``
+    (silently running the first member would hide the others)."""
     import yaml
 
     try:
         doc = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise UsageError(f"--params {path}: cannot read: {str(exc).splitlines()[0]}") from None
-    if isinstance(doc, list) and doc:
-        doc = doc[0]
+    if isinstance(doc, list):
+        if member is None and len(doc) > 1:
+            raise UsageError(f"--params {path}: holds {len(doc)} configurations (a Pareto front): "
+                             f"choose one with --member I (0 .. {len(doc) - 1})")
+        i = 0 if member is None else member
+        if not 0 <= i < len(doc):
+            raise UsageError(f"--member {i}: {path} holds {len(doc)} configuration(s) (0 .. {len(doc) - 1})")
+        doc = doc[i]
+    elif member not in (None, 0):
+        raise UsageError(f"--member {member}: {path} holds one configuration (use --member 0 or leave it out)")
+    seed = None
     if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
+        raw = doc.get("seed")
+        if raw is not None:
+            if isinstance(raw, bool) or not isinstance(raw, int):
+                raise UsageError(f"--params {path}: seed must be a whole number, got {raw!r}")
+            seed = raw
         doc = doc["params"]
     if not isinstance(doc, dict):
         raise UsageError(f"--params {path}: expected a mapping of parameter values")
-    return doc
+    return doc, seed
 
 
 def first_configs(spec: SweepSpec, options: SweepOptions) -> list[dict[str, Any]]:
@@ -75,4 +99,4 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["first_configs", "parse_set", "read_params_file"]
+__all__ = ["first_configs", "parse_set", "read_params_doc", "read_params_file"]

@@ -281,6 +281,12 @@ class Recorder:
         self.stats.running = 0
         self.update(force=True)
 
+    def mark_failed(self, reason: str) -> None:
+        """The sweep's own driver failed (its tuner raised): it stopped, ``failed: REASON``,
+        resumable; other sweeps of a benchmark go on."""
+        self.request_stop(f"failed: {reason}")
+        self.stats.stopped_early = f"failed: {reason}"
+
     def mark_interrupted(self) -> None:
         """Ctrl-C ended the sweep: it stopped ``interrupted`` (exit 130, resumable), also when
         another rule (``--timeout``, the step budget) had stopped dispatching before."""

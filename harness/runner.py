@@ -36,7 +36,7 @@ from harness.inputs import (
     prepare,
     tuner_options,
 )
-from harness.params_file import first_configs, parse_set, read_params_file
+from harness.params_file import first_configs, parse_set, read_params_doc, read_params_file
 from harness.recorder import SweepStats
 from harness.sweep_dir import repair_state
 
@@ -44,13 +44,15 @@ from harness.sweep_dir import repair_state
 def run_trial(options: SweepOptions, overrides: dict[str, Any],
               on_update: Callable[[SweepStats], None] | None = None, *,
               params_file: str | None = None, from_run: str | None = None,
-              seed: int | None = None) -> SweepSummary:
+              seed: int | None = None, member: int | None = None) -> SweepSummary:
     """``harness trial``: one configuration, through the same engine, as a one-trial sweep.
 
     Parameters come from ``--set`` overrides, over a ``--params`` file (what ``harness best``
-    writes), over a finished run's params (``--from-run``, same seed unless ``seed``), over
-    the space's defaults.
+    writes; ``member`` picks one of a Pareto front), over a finished run's params
+    (``--from-run``), over the space's defaults. The seed: ``seed``, else the file's ``seed``,
+    else the rerun run's, else the sweep seed.
     """
+    explicit = seed
     options.tuner = "manual"
     options.trials = 1
     if options.workers is None:
@@ -70,7 +72,12 @@ def run_trial(options: SweepOptions, overrides: dict[str, Any],
         options.space = options.space or "rerun"
         options.tags = {**options.tags, names.TAG_RERUN_OF: from_run}
     if params_file is not None:
-        base.update(read_params_file(params_file))
+        values, file_seed = read_params_doc(params_file, member)
+        base.update(values)
+        if explicit is None and file_seed is not None:
+            seed = file_seed
+    elif member is not None:
+        raise UsageError(f"--member {member}: needs --params FILE (a Pareto front from harness best)")
     p = prepare(options, spec)
     params, fixed_over = p.spec.defaults({**base, **overrides})
     if fixed_over:

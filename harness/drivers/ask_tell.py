@@ -69,8 +69,7 @@ class AskTellDriver:
         """Stop at once (a second Ctrl-C): every running or asked-ahead trial is recorded
         ``interrupted``."""
         rec = self.recorder
-        rec.request_stop()
-        rec.stats.stopped_early = rec.stop_reason
+        rec.mark_interrupted()
         for task in self.tasks.values():
             rec.finished(Done(task.number, "error", reason=INTERRUPTED, device="?"), task)
         for s in self.ready:
@@ -149,7 +148,7 @@ class AskTellDriver:
         suggestions = self.tuner.ask(n)
         lost = self.tuner.take_lost()  # another process's trials, found dead: settle their runs
         if lost:
-            self.recorder.tracker.reconcile(lost)
+            self.recorder.reconcile(lost)
         return suggestions
 
     def _dispatch(self, s: Suggestion) -> None:

@@ -199,7 +199,7 @@ class MultiSweepDriver:
         try:
             h.driver.abort()  # its running trials: recorded interrupted (run again on resume)
         finally:
-            h.driver.recorder.stats.stopped_early = f"failed: {h.error}"
+            h.driver.recorder.mark_failed(str(h.error))
             self.active.remove(h)
             self.close(h)
 

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.engines.base import Done, Event, Report, TrialTask
+from harness.engines.base import Done, Event, Report, TrialTask, metric_numbers
 from harness.engines.local import LocalEngine, _die_with_parent, _prepare_worker
 
 
@@ -156,9 +156,9 @@ def run_populations(objective: str, device: str, slot: str, capacity: int,
                 m = members[number]
                 if ev.kind == "report":
                     m.last_step = int(ev.step)
-                    send(Report(number, int(ev.step), {k: float(v) for k, v in ev.metrics.items()}))
+                    send(Report(number, int(ev.step), metric_numbers(ev.metrics)))
                 elif ev.kind == "done":
-                    end(number, "ok", metrics={k: float(v) for k, v in ev.metrics.items()},
+                    end(number, "ok", metrics=metric_numbers(ev.metrics),
                         steps=int(ev.step) or m.last_step)
                 else:
                     end(number, "error", reason=ev.reason or "member failed", steps=int(ev.step) or m.last_step)

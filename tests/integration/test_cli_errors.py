@@ -42,6 +42,10 @@ CASES = {
     "ray-address-dead": (GOOD, ["sweep", "--engine", "ray", "--ray-address", "127.0.0.1:1"], "--ray-address 127.0.0.1:1: no Ray cluster answers"),
     "ray-address-without-ray": (GOOD, ["sweep", "--ray-address", "127.0.0.1:1"], "--ray-address 127.0.0.1:1: needs --engine ray"),
     "ax-pruner": (GOOD, ["sweep", "--tuner", "ax", "--pruner", "median"], "--pruner median: only the optuna tuner takes a pruner"),
+    "population-size-not-nsga2": (GOOD, ["sweep", "--population-size", "10"], "--population-size 10: only --sampler nsga2 has a population"),
+    "population-size-not-optuna": (GOOD, ["sweep", "--tuner", "random", "--population-size", "10"],
+                                   "--population-size 10: only --tuner optuna --sampler nsga2 takes a population size"),
+    "member-without-params": (GOOD, ["trial", "--member", "1"], "--member 1: needs --params FILE"),
     "ax-method-not-ax": (GOOD, ["sweep", "--ax-method", "fast"], "--ax-method fast: only --tuner ax takes a method"),
     "ax-unsupported-space": (
         "objective: branin\nmetric: {name: value}\nfixed: {x2: 1.0}\nparams:\n"

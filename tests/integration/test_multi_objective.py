@@ -18,9 +18,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from harness import names as N
+from harness.params_file import read_params_doc
 from harness.pareto import hypervolume, pareto_mask
 from harness.records import best_trials
-from harness.runner import SweepOptions, launch, read_params_file, resume
+from harness.runner import SweepOptions, UsageError, launch, read_params_file, resume
 from harness.spec import resolve_path
 
 NAMES, GOALS = ["branin", "currin"], ["minimize", "minimize"]
@@ -128,9 +129,14 @@ def test_multi_objective_contract(tmp_path, space, tuner, sampler, trials):
     assert all(set(d) >= {"params", "metrics", "run_id", "seed"} for d in docs)
     path = tmp_path / "front.yaml"
     path.write_text(yaml.safe_dump(docs))
-    assert read_params_file(str(path)) == docs[0]["params"]
+    if len(docs) > 1:  # a whole front: refused in one line unless a member is chosen
+        with pytest.raises(UsageError, match=rf"holds {len(docs)} configurations \(a Pareto front\): choose one with --member I"):
+            read_params_file(str(path))
+    assert read_params_doc(str(path), member=len(docs) - 1) == (docs[-1]["params"], docs[-1]["seed"])
+    with pytest.raises(UsageError, match=rf"^--member {len(docs)}: "):
+        read_params_file(str(path), member=len(docs))
     path.write_text(yaml.safe_dump(docs[-1]))
-    assert read_params_file(str(path)) == docs[-1]["params"]
+    assert read_params_doc(str(path)) == (docs[-1]["params"], docs[-1]["seed"])
 
 
 @pytest.mark.parametrize("tuner", ["optuna", pytest.param("random", marks=pytest.mark.slow)])

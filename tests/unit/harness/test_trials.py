@@ -33,8 +33,6 @@ def test_metric_numbers_takes_numbers_and_refuses_text_like_every_other_non_numb
         metric_numbers({"l1": [1, 2]})
 
 
-@pytest.mark.xfail(strict=True, reason="needs harness/engines/base.py run_task (and engines/population.py) to "
-                                       "build metrics with harness.trials.metric_numbers (issue 23; builder's files)")
 @pytest.mark.parametrize("report", [False, True])
 def test_a_trainer_returning_a_string_metric_fails_with_a_reason(report):
     from harness.engines.base import run_task
