@@ -49,7 +49,7 @@ def _sweep_options(**kw: object) -> object:
 @app.command()
 def sweep(
     space: SpaceArg,
-    tuner: Annotated[str, typer.Option(help="Who proposes trials: optuna | ax | ray (Ray Tune) | random (and any installed harness.tuners plugin).")] = "optuna",
+    tuner: Annotated[str, typer.Option(help="Who proposes trials: optuna | ax | ray (Ray Tune) | random (and any installed harness.tuners plugin); optuna:cmaes = --tuner optuna --sampler cmaes, ray:asha = --tuner ray --scheduler asha.")] = "optuna",
     engine: Annotated[str | None, typer.Option(help="Where trials run: local (worker processes on this machine) | ray (Ray actors; a local Ray, or the cluster at --ray-address). Default: ray for --tuner ray, else local.")] = None,
     trials: Annotated[int | None, typer.Option(help="Trial budget (default: the space's budget.trials).")] = None,
     workers: Annotated[int | None, typer.Option(help="Parallel worker processes (default: one per GPU slot, else half the CPU cores).")] = None,
@@ -71,6 +71,7 @@ def sweep(
     scheduler: Annotated[str | None, typer.Option(help="Ray Tune scheduler: fifo | asha | hyperband | pbt (default fifo).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (auto, or host:port of `ray start --head`) instead of starting a local Ray.")] = None,
     population: PopulationOpt = None,
+    population_size: Annotated[int | None, typer.Option("--population-size", help="NSGA-II's population (generation) size (optuna's default 50; only with --sampler nsga2).")] = None,
 ) -> None:
     """Run a sweep: the tuner proposes, workers train, MLflow records every trial."""
     from harness.runner import UsageError, launch, prepare
@@ -87,7 +88,8 @@ def sweep(
         name=name, seed=seed, timeout=timeout, trial_timeout=trial_timeout, sampler=sampler,
         pruner=pruner, storage=storage, enqueue=enqueue, defaults_first=defaults_first,
         engine_options={"address": ray_address} if ray_address else {},
-        tuner_options={k: v for k, v in (("ax_method", ax_method), ("scheduler", scheduler)) if v is not None},
+        tuner_options={k: v for k, v in (("ax_method", ax_method), ("scheduler", scheduler),
+                                         ("population_size", population_size)) if v is not None},
         population=population,
     )
     p = prepare(options)  # type: ignore[arg-type]
@@ -132,7 +134,8 @@ def _run_live(total: int, title: str, run: object) -> None:
 @app.command()
 def trial(
     space: Annotated[str | None, typer.Argument(help="A search-space YAML file or shipped name (optional with --from-run).")] = None,
-    params: Annotated[str | None, typer.Option("--params", help="A YAML of parameter values, e.g. the output of `harness best`.")] = None,
+    params: Annotated[str | None, typer.Option("--params", help="A YAML of parameter values, e.g. the output of `harness best` (its seed is used unless --seed is given).")] = None,
+    member: Annotated[int | None, typer.Option("--member", help="With --params holding a Pareto front (`harness best` of a multi-objective sweep): which member to run, 0 .. N-1.")] = None,
     from_run: Annotated[str | None, typer.Option("--from-run", help="Rerun a finished trial's exact configuration (same params and seed) from its MLflow run id.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value for a parameter or a fixed value; repeatable. Unset parameters take their default, else the middle of their range.")] = None,
     devices: Annotated[str, typer.Option(help="auto | cpu | GPU indices.")] = "auto",
@@ -152,7 +155,7 @@ def trial(
     overrides = parse_set(set_ or [])
     with LiveSweep(console, 1, "trial") as live:
         summary = run_trial(options, overrides, live, params_file=params, from_run=from_run,  # type: ignore[arg-type]
-                            seed=seed)
+                            seed=seed, member=member)
     _print_summary(summary)
     r = summary.stats.results[0] if summary.stats.results else None
     if r is not None:
@@ -269,7 +272,7 @@ WorstOpt = Annotated[float | None, typer.Option(help="Worst value for the verdic
 @app.command()
 def benchmark(
     space: SpaceArg,
-    tuners: Annotated[str, typer.Option(help="Comma list of installed tuners, e.g. optuna,ax,ray,random.")] = "optuna,random",
+    tuners: Annotated[str, typer.Option(help="Comma list of tuners: optuna (= optuna:tpe), optuna:gp, optuna:cmaes, optuna:nsga2, ax, random, ray (= Ray Tune), ray:asha, and installed plugins.")] = "optuna,random",
     seeds: Annotated[str, typer.Option(help="A count (3 = seeds 0,1,2) or a comma list of seeds.")] = "3",
     trials: Annotated[int | None, typer.Option(help="Trial budget of every sweep (default: the space's, or only --budget-steps).")] = None,
     budget_steps: Annotated[int | None, typer.Option(help="Step budget of every sweep: stop dispatching once its trials (pruned ones included) used this many training steps.")] = None,
@@ -285,6 +288,9 @@ def benchmark(
     tracking_uri: TrackingOpt = None,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space file's stem).")] = None,
     population: PopulationOpt = None,
+    engine: Annotated[str | None, typer.Option(help="Where the ask/tell tuners' trials run, shared by every sweep: local (worker processes here; default) | ray (Ray actors). Ray Tune's sweeps run on Ray, apart.")] = None,
+    concurrent: Annotated[int | None, typer.Option(help="Sweeps running at once over the shared workers (default: all of them). Each sweep keeps its own --workers cap of trials in flight, seed, budget and MLflow run.")] = None,
+    sequential: Annotated[bool, typer.Option("--sequential", help="Run the sweeps one after another, each on its own workers (the slower way; for comparison).")] = False,
     simulated: Annotated[bool, typer.Option("--simulated", help="Run on a simulated clock over the space's table (harness tabulate) and its surrogate, then print the verdict.")] = False,
     charge_tuner_time: Annotated[bool, typer.Option("--charge-tuner-time/--no-charge-tuner-time", help="--simulated: add the tuner's own ask/tell wall time to the simulated clock (default on).")] = True,
     table: Annotated[Path | None, typer.Option(help="--simulated: the table (default: benchmarks/tables/SPACE.parquet).")] = None,
@@ -305,6 +311,7 @@ def benchmark(
         return
     from contextlib import contextmanager
 
+    from harness.builder import SweepsInterrupted
     from harness.compare import FORMATS, plan_benchmark, run_benchmark, run_compare
     from harness.runner import UsageError
 
@@ -313,21 +320,40 @@ def benchmark(
     plan = plan_benchmark(space, tuners=tuners, seeds=seeds, trials=trials, budget_steps=budget_steps,
                           workers=workers, devices=devices, tracking_uri=tracking_uri, experiment=experiment,
                           bid=id, pruner=pruner, command=shlex.join(["harness", *sys.argv[1:]]),
-                          population=population)
+                          population=population, concurrent=concurrent, engine=engine)
     log = console if format == "table" else err
     budget = f"{plan.trials} trials" + (f", {plan.budget_steps} training steps" if plan.budget_steps else "")
+    how = "one after another" if sequential else (
+        f"together on {plan.workers} worker(s)" + (f", populations of up to {plan.population}" if plan.population > 1 else ""))
     log.print(f"benchmark [bold]{plan.id}[/]: {', '.join(plan.tuners)} x seeds {', '.join(map(str, plan.seeds))} "
-              f"on {space}, each sweep {budget} (experiment '{plan.experiment}')")
+              f"on {space}, each sweep {budget} (experiment '{plan.experiment}'), {how}")
+    if plan.finished:
+        log.print(f"  {len(plan.finished)} sweep(s) of {plan.id} finished already: skipped", markup=False)
+    if plan.unfinished:
+        log.print(f"  {len(plan.unfinished)} sweep(s) of {plan.id} continue where they stopped", markup=False)
 
     @contextmanager
     def progress(i: int, options: object):  # type: ignore[no-untyped-def]
-        with LiveSweep(log, plan.trials, f"[{i + 1}/{len(plan.sweeps)}] {options.name}") as live:  # type: ignore[attr-defined]
+        with LiveSweep(log, plan.trials, f"[{i + 1}] {options.name}") as live:  # type: ignore[attr-defined]
             yield live
 
-    for s in run_benchmark(plan, progress):
-        best = s.stats.best.value if s.stats.best else None
-        log.print(f"  {s.name}: best {best}, {s.stats.finished} trials, {s.stats.cum_steps} steps, "
-                  f"{s.stats.wall_seconds():.1f} s", markup=False, highlight=False)
+    def said(s: object) -> None:
+        from harness.display import sweep_line
+
+        log.print(sweep_line(s), markup=False, highlight=False)
+        if s.error:  # type: ignore[attr-defined]
+            err.print(f"  {s.name} failed alone: {s.error}; the others went on (rerun with --id {plan.id} "  # type: ignore[attr-defined]
+                      "to continue it)", markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        ran = run_benchmark(plan, sequential=sequential, concurrent=concurrent, progress=progress, on_sweep=said)
+    except SweepsInterrupted:
+        err.print(f"interrupted: finished trials are recorded; continue with the same command and --id {plan.id}",
+                  markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    fill = f", population fill rate {ran.fill_rate:.2f}" if ran.fill_rate is not None else ""
+    log.print(f"benchmark {plan.id}: {len(ran.summaries)} sweep(s) in {ran.seconds:.1f} s{fill}",
+              markup=False, highlight=False)
     comp = run_compare(tracking_uri_of(tracking_uri), experiment=plan.experiment, benchmark=plan.id,
                        target=target, out=out or Path(".harness") / "benchmarks" / plan.id, order=plan.tuners,
                        optimum=optimum, worst=worst)
@@ -343,6 +369,7 @@ def tabulate(
     workers: Annotated[int, typer.Option(help="Parallel workers.")] = 1,
     threads: Annotated[int, typer.Option(help="CPU threads per local worker.")] = 1,
     design_seed: Annotated[int, typer.Option(help="Seed of the scrambled Sobol design.")] = 0,
+    dense: Annotated[int, typer.Option(help="A second stage: this many more configurations (x SEEDS) around the best decile of the Sobol stage, where tuners compete (0: none).")] = 0,
     out: Annotated[Path | None, typer.Option(help="The Parquet table (default: benchmarks/tables/SPACE.parquet; a .sha256 beside it).")] = None,
     time_limit: Annotated[float | None, typer.Option(help="Stop starting trials after this many seconds (rerun to resume).")] = None,
     trial_timeout: Annotated[float | None, typer.Option(help="Fail a trial after this many seconds.")] = None,
@@ -350,14 +377,22 @@ def tabulate(
 ) -> None:
     """Evaluate CONFIGS x SEEDS configurations; store every learning curve, seconds per step and final
     metrics in one tidy Parquet table (also an MLflow artifact). Resumable: rerun the same command."""
+    from harness.builder import SweepInterrupted
+    from harness.runner import UsageError
     from harness.tabulate import TabulateOptions
     from harness.tabulate import tabulate as run_tabulate
 
-    total = configs * seeds
-    s = run_tabulate(TabulateOptions(space, configs=configs, seeds=seeds, design_seed=design_seed, engine=engine,
-                                     workers=workers, threads=threads, out=out, time_limit=time_limit,
-                                     trial_timeout=trial_timeout, tracking_uri=tracking_uri),
-                     progress=lambda d, n: err.print(f"  {d}/{n} trials", markup=False) if d % 25 == 0 or d == n else None)
+    total = (configs + max(dense, 0)) * seeds
+    if dense < 0:
+        raise UsageError(f"--dense must be >= 0, got {dense}")
+    try:
+        s = run_tabulate(TabulateOptions(space, configs=configs, seeds=seeds, design_seed=design_seed, dense=dense, engine=engine,
+                                         workers=workers, threads=threads, out=out, time_limit=time_limit,
+                                         trial_timeout=trial_timeout, tracking_uri=tracking_uri),
+                         progress=lambda d, n: err.print(f"  {d}/{n} trials", markup=False) if d % 25 == 0 or d == n else None)
+    except SweepInterrupted:
+        err.print("interrupted: every finished trial is kept; rerun the same command to continue", markup=False)
+        raise typer.Exit(130) from None
     console.print(f"{s.out}: {s.trials} trials of {total}, {s.configs} configurations with every seed "
                   f"({s.ran} run now, {s.seconds:.0f} s); sha256 {s.sha256}"
                   + (f"; MLflow run {s.run_id}" if s.run_id else ""), markup=False, highlight=False)
@@ -406,9 +441,9 @@ def _print_summary(summary: object) -> None:
     console.print(summary_table(summary))
     s = summary.stats  # type: ignore[attr-defined]
     if s.complete and summary.spec.multi:  # type: ignore[attr-defined]
-        from harness.display import front_summary_table
+        from harness.display import front_summary
 
-        console.print(front_summary_table(s, summary.spec))  # type: ignore[attr-defined]
+        console.print(front_summary(summary))
     elif s.complete:
         console.print(trials_table(s, summary.spec.metric.name, goal=summary.spec.metric.goal))  # type: ignore[attr-defined]
     if summary.tracking_uri:  # type: ignore[attr-defined]

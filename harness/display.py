@@ -63,7 +63,9 @@ def summary_table(summary: Any) -> Table:
         t.add_row("stopped", s.stopped_early)
     if s.interrupted:
         t.add_row("interrupted", f"{s.interrupted} trial(s), re-run once on resume")
-    if s.best is not None:
+    if summary.spec.multi:  # no single best: the front's hypervolume (the front table follows)
+        t.add_row("hypervolume", hypervolume_text(summary))
+    elif s.best is not None:
         t.add_row("best", f"{fmt(s.best.value)}  (trial {s.best.number})")
         t.add_row("best params", ", ".join(f"{k}={fmt(v) if isinstance(v, float) else v}"
                                            for k, v in s.best.params.items()) or "-")
@@ -115,8 +117,75 @@ def front_table(spec: Any, docs: list[dict[str, Any]]) -> Table:
     return t
 
 
-def front_summary_table(stats: SweepStats, spec: Any) -> Table:
-    """The end-of-sweep table of a multi-objective sweep: the front of this process's trials."""
+def sweep_hypervolume(summary: Any) -> tuple[float, list[float], str, str | None] | None:
+    """A multi-objective sweep's hypervolume over this process's complete trials: (value, reference
+    point, where the point came from: ``spec`` | ``default``, why it is 0 or None); None without
+    a reference point (no complete trial yet)."""
+    from harness.front import stored_reference
+    from harness.pareto import hypervolume, zero_volume_reason
+    from harness.trials import objective_values
+
+    spec = summary.spec
+    names, goals = [m.name for m in spec.metrics], [m.goal for m in spec.metrics]
+    ref: list[float] | None = [m.reference for m in spec.metrics]  # type: ignore[misc]
+    source = "spec"
+    if ref is None or any(r is None for r in ref):
+        stored, source = stored_reference(getattr(summary, "state_dir", None), names), "default"
+        ref = stored[0] if stored is not None else None
+    if ref is None:
+        return None
+    points = [v for r in summary.stats.results if r.state.value == "complete" and not r.interrupted
+              and (v := objective_values(r, names)) is not None]
+    hv = hypervolume(points, goals, ref) if points else 0.0
+    return hv, ref, source, zero_volume_reason(points, goals, ref) if hv == 0.0 else None
+
+
+def hypervolume_text(summary: Any) -> str:
+    """The summary's hypervolume cell: value, reference point, and why when it is 0."""
+    got = sweep_hypervolume(summary)
+    if got is None:
+        return "-  (no complete trial)"
+    hv, ref, source, why = got
+    text = f"{fmt(hv)}  (reference point {', '.join(fmt(r) for r in ref)}: {source})"
+    return f"{text}; {why}" if why else text
+
+
+def sweep_line(summary: Any) -> str:
+    """One line per finished sweep of a benchmark: its result (the best value, or the hypervolume
+    of a multi-objective sweep), trials, steps and wall time."""
+    s: SweepStats = summary.stats
+    if summary.spec.multi:
+        got = sweep_hypervolume(summary)
+        result = f"hypervolume {fmt(got[0]) if got else '-'}"
+    else:
+        result = f"best {fmt(s.best.value) if s.best else '-'}"
+    return f"  {summary.name}: {result}, {s.finished} trials, {s.cum_steps} steps, {s.wall_seconds():.1f} s"
+
+
+def trial_run_ids(summary: Any) -> dict[int, str]:
+    """Trial number -> its MLflow child run id, read back from the store ({} without one, or when
+    it does not answer: the table then shows '-', the sweep's record is in MLflow anyway)."""
+    uri, parent = getattr(summary, "tracking_uri", None), getattr(summary, "parent_run_id", None)
+    if not uri or not parent:
+        return {}
+    from harness import names as N
+    from harness.records import client, trial_runs
+
+    try:
+        runs = trial_runs(uri, client(uri).get_run(parent))
+    except Exception:  # a summary must print even when the store is away
+        return {}
+    return {int(r.data.tags[N.TAG_TRIAL]): r.info.run_id for r in runs if N.TAG_TRIAL in r.data.tags}
+
+
+def front_summary(summary: Any) -> Table:
+    """The end-of-sweep front table with each member's MLflow run id (what the CLI prints)."""
+    return front_summary_table(summary.stats, summary.spec, run_ids=trial_run_ids(summary))
+
+
+def front_summary_table(stats: SweepStats, spec: Any, run_ids: dict[int, str] | None = None) -> Table:
+    """The end-of-sweep table of a multi-objective sweep: the front of this process's trials
+    (``run_ids``: trial number -> MLflow run id, see :func:`trial_run_ids`)."""
     from harness.pareto import pareto_mask
     from harness.trials import objective_values
 
@@ -125,7 +194,8 @@ def front_summary_table(stats: SweepStats, spec: Any) -> Table:
     done = [(r, v) for r, v in done if v is not None]
     mask = pareto_mask([v for _, v in done], [m.goal for m in spec.metrics]) if done else []
     docs = [{"trial": r.number, "metrics": dict(zip(names, v, strict=True)), "params": r.params,
-             "seed": r.seed, "run_id": ""} for (r, v), on in zip(done, mask, strict=True) if on]
+             "seed": r.seed, "run_id": (run_ids or {}).get(r.number, "-")}
+            for (r, v), on in zip(done, mask, strict=True) if on]
     sign = 1.0 if spec.metric.goal == "minimize" else -1.0
     docs.sort(key=lambda d: sign * d["metrics"][names[0]])
     return front_table(spec, docs)

@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,24 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     """Replace ``path`` with ``data``: write a uniquely named temporary file beside it, fsync,
     then ``os.replace``, so a crash leaves the old file or the new one, never half of one, and
     two writers never share a temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     raw = data if isinstance(data, bytes) else data.encode()
+    write_atomic_via(path, lambda tmp: tmp.write_bytes(raw))
+
+
+def write_atomic_via(path: Path, write: Callable[[Path], object]) -> None:
+    """:func:`write_atomic` for a library that writes its own file (``write(tmp)`` writes the
+    whole content to the path it is given, e.g. Ax's ``Client.save_to_json_file``): the same
+    uniquely named temporary file beside ``path``, fsync, ``os.replace``; removed on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
+        write(Path(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -33,9 +33,13 @@ TAG_RERUN_OF = "harness.rerun_of"
 TAG_GIT_COMMIT = "harness.git_commit"
 TAG_GIT_DIRTY = "harness.git_dirty"
 TAG_COMMAND = "harness.command"
+TAG_VERSION_PREFIX = "harness.version."  # + a package name: its installed version
 TAG_POPULATION = "harness.population"  # the sweep ran its trials as populations (K members, one model)
 TAG_POPULATION_SIZE = "harness.population_size"
 TAG_PARETO = "harness.pareto"  # a multi-objective sweep: its front is in pareto.json
+TAG_SIMULATED = "harness.simulated"  # a simulated sweep or benchmark (harness benchmark --simulated)
+TAG_TABULATE = "harness.tabulate"  # the run that holds a tabulated space's table (harness tabulate)
+TAG_SEEDS = "harness.seeds"  # a simulated benchmark's seeds, comma-separated
 
 # -- trial (child run) tags ---------------------------------------------------------------------
 TAG_TRIAL = "harness.trial"  # the trial number
@@ -60,6 +64,10 @@ METRIC_HYPERVOLUME_BY_STEPS = "hypervolume_by_steps"
 METRIC_ELAPSED = "elapsed_s"  # trial: seconds since the sweep loop started, when it finished
 METRIC_SECONDS = "seconds"  # trial: its own wall seconds
 METRIC_STEPS = "steps"  # trial: training steps it ran
+
+METRIC_TABLE_TRIALS = "trials"  # tabulate: finished trials in the table
+METRIC_TABLE_COMPLETE_CONFIGS = "complete_configs"  # tabulate: configurations with every seed
+METRIC_WALL_SECONDS = "wall_seconds"  # simulated benchmark: real seconds per tuner (<tuner>.wall_seconds)
 
 # -- artifacts ----------------------------------------------------------------------------------
 ARTIFACT_SPEC = "spec.yaml"

@@ -126,6 +126,32 @@ def hypervolume(points: Any, goals: Sequence[str], reference: Sequence[float]) -
     return float(hv.compute(torch.as_tensor(y, dtype=torch.float64)))
 
 
+def zero_volume_reason(points: Any, goals: Sequence[str], reference: Sequence[float] | None) -> str | None:
+    """Why the hypervolume of ``points`` under ``reference`` is 0, in one line, or None when it is
+    not 0 for that reason (no reference, or no complete point at all: nothing to explain).
+
+    A point adds volume only when it is strictly better than the reference point in every
+    objective (module docstring): when none is, each complete trial is named by how it misses
+    the box, so the user sees whether the reference point or the trials are off.
+    """
+    pts = _as_points(points)
+    if reference is None or pts.shape[0] == 0:
+        return None
+    ref = np.asarray(reference, dtype=float).reshape(-1)
+    pts = pts[~np.isnan(pts).any(axis=1)]
+    if pts.shape[0] == 0:
+        return None
+    signs = _signs(goals, ref.size)
+    inside = (pts * signs < ref * signs).all(axis=1)
+    if inside.any():
+        return None
+    worse = (pts * signs >= ref * signs).sum(axis=0)  # per objective: trials not better than the reference
+    where = ", ".join(f"objective {i + 1} in {int(k)} of {pts.shape[0]}" for i, k in enumerate(worse) if k)
+    return (f"hypervolume 0: no complete trial is better than the reference point "
+            f"{[float(v) for v in ref]} in every objective (not better: {where}); move the "
+            "reference point (the spec's metrics' reference) past the values the trials reach")
+
+
 def default_reference(points: Any, goals: Sequence[str]) -> list[float]:
     """The reference point used when the spec gives none: the front's nadir, pushed back 10%.
 
@@ -203,6 +229,7 @@ class Front:
     hypervolume: float
     members: list[dict[str, Any]] = field(default_factory=list)
     trials: int = 0
+    note: str | None = None  # why the hypervolume is 0 (:func:`zero_volume_reason`)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for ``json.dumps`` (the ``pareto.json`` artifact)."""
@@ -213,6 +240,7 @@ class Front:
             "hypervolume": self.hypervolume,
             "trials": self.trials,
             "front": self.members,
+            **({"note": self.note} if self.note else {}),
         }
 
 
@@ -230,6 +258,7 @@ def front_records(
     names: Sequence[str],
     goals: Sequence[str],
     reference: Sequence[float] | None = None,
+    reference_source: str = "spec",
 ) -> Front:
     """The Pareto front of finished trials, as :class:`Front` (``pareto.json``).
 
@@ -237,15 +266,17 @@ def front_records(
     -> value, holding at least ``names``; ``seconds`` and ``steps`` are ordinary metrics
     here), ``run_id`` (MLflow child run, may be None) and ``seed``. A trial missing one of
     ``names`` (or with a NaN) is not on the front. ``reference`` is the spec's reference
-    point in ``names`` order; when None, :func:`default_reference` of the trials is used
-    (and ``reference_source`` says ``"default"``), or none at all when no trial is complete.
+    point in ``names`` order (``reference_source`` says where it came from: ``"spec"``, or
+    ``"default"`` for a default chosen once for the whole sweep, :mod:`harness.front`); when
+    None, :func:`default_reference` of the trials is used (source ``"default"``), or none at all
+    when no trial is complete. A hypervolume of 0 comes with a ``note`` saying why.
     """
     if not names or len(names) != len(goals):
         raise ValueError(f"need one goal per metric name, got {len(names)} names and {len(goals)} goals")
     points = np.array([[_value(t.get("metrics") or {}, n) for n in names] for t in trials],
                       dtype=float).reshape(len(trials), len(names))
     mask = pareto_mask(points, goals)
-    source = "spec"
+    source = reference_source
     ref: list[float] | None = None if reference is None else [float(v) for v in reference]
     if ref is None:
         source = "default"
@@ -266,7 +297,8 @@ def front_records(
     members.sort(key=lambda r: (first_sign * _value(r["metrics"], names[0]),
                                 r["number"] if r["number"] is not None else -1))
     return Front(metrics=list(names), goals=list(goals), reference=ref, reference_source=source,
-                 hypervolume=hv, members=members, trials=len(trials))
+                 hypervolume=hv, members=members, trials=len(trials),
+                 note=zero_volume_reason(points, goals, ref) if hv == 0.0 else None)
 
 
 class LiveFront:

@@ -265,15 +265,31 @@ class Recorder:
         self._log_file.write(json.dumps(record) + "\n")
         self._log_file.flush()
 
+    # -- for drivers: what they took from the tracker and the statistics ------------------------
+    def reconcile(self, lost: list[TrialResult]) -> None:
+        """Trials of other processes on a shared study, found dead: settle their child runs."""
+        if lost:
+            self.tracker.reconcile(lost)
 
-def read_events(state_dir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The event log of a sweep: key (or number) -> its last ``started`` record, and -> its
-    ``finished`` one. Call :func:`harness.files.repair_jsonl` on it first."""
-    from harness.files import read_jsonl
+    def trial_metrics(self, number: int, step: int, metrics: dict[str, float]) -> None:
+        """Metrics of a running trial that are not one of its reports (PBT's changed
+        hyperparameters, ``pbt.NAME``): logged at ``step``, never a prune decision."""
+        self.tracker.trial_report(number, step, metrics)
 
-    started: dict[str, dict[str, Any]] = {}
-    finished: dict[str, dict[str, Any]] = {}
-    for rec in read_jsonl(state_dir / EVENT_LOG):
-        key = str(rec.get("key", rec.get("number")))
-        (started if rec.get("event") == "started" else finished)[key] = rec
-    return started, finished
+    def mark_stopped(self) -> None:
+        """The driver's loop has ended: no trial of this sweep runs any more."""
+        self.stats.running = 0
+        self.update(force=True)
+
+    def mark_failed(self, reason: str) -> None:
+        """The sweep's own driver failed (its tuner raised): it stopped, ``failed: REASON``,
+        resumable; other sweeps of a benchmark go on."""
+        self.request_stop(f"failed: {reason}")
+        self.stats.stopped_early = f"failed: {reason}"
+
+    def mark_interrupted(self) -> None:
+        """Ctrl-C ended the sweep: it stopped ``interrupted`` (exit 130, resumable), also when
+        another rule (``--timeout``, the step budget) had stopped dispatching before."""
+        self.request_stop(INTERRUPTED)
+        self.stats.stopped_early = INTERRUPTED
+

@@ -5,9 +5,9 @@ early stopping, random), the ask/tell driver and the recorder — on
 :class:`~harness.engines.simulated.SimulatedEngine`, whose trials replay the table (the exact
 row for a tabulated configuration: seed ``trial seed mod S``) or the surrogate's prediction.
 
-The result goes straight to :func:`harness.ranking.verdict` (optimum = the best final value
-in the table, worst = its median configuration's mean final: see
-:meth:`TableOracle.bounds`) at each budget (20, 50, 200 finished trials, as far as the
+The result goes straight to :func:`harness.ranking.verdict` (the one normalization,
+:func:`harness.ranking.normalization`: optimum = the best per-configuration mean over seeds,
+worst = the median configuration's mean; stated in the JSON) at each budget (20, 50, 200 finished trials, as far as the
 sweeps go). MLflow gets one compact parent run per simulated benchmark (experiment
 ``<space>-simulated``: the verdicts as metrics and ``verdict.json``, the best-so-far curves
 as ``curves.json``, the CD diagram): hundreds of sweeps x hundreds of child runs would cost
@@ -18,7 +18,6 @@ the full layout (parent run per sweep, child run per trial, ``elapsed_s`` simula
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -28,16 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from harness.engines.base import EngineError
+from harness import names as N
+from harness.engines.base import Engine, EngineError
 from harness.engines.simulated import SimulatedEngine
-from harness.oracle import TableOracle
+from harness.oracle import TableOracle, find_table, load_table
 from harness.spec import SweepSpec, load_spec
-from harness.surrogate import Curve, row_params
-from harness.tabulate import default_out, read_table
+from harness.strict_json import dumps as strict_dumps
+from harness.surrogate import Curve
 from harness.trials import TrialState, TrialTask
 
 BUDGETS = (20, 50, 200)
-SIM_TUNERS = ("optuna", "optuna:tpe", "optuna:gp", "optuna:cmaes", "optuna:random", "ax", "random")
+SIM_TUNERS = ("optuna:tpe", "optuna:gp", "optuna:cmaes", "optuna:nsga2", "ax", "random")  # and plugins
 
 
 class SimulationError(EngineError):
@@ -45,9 +45,12 @@ class SimulationError(EngineError):
 
 
 def tuner_label(name: str) -> tuple[str, str]:
-    """``optuna:gp`` -> ("optuna", "gp"); ``optuna`` -> ("optuna", "tpe"); others: no sampler."""
-    base, _, sampler = name.partition(":")
-    return base, sampler or "tpe"
+    """``optuna:gp`` -> ("optuna", "gp"); ``optuna`` -> ("optuna", "tpe"); others: no sampler
+    (the one tuner vocabulary: :func:`harness.inputs.parse_tuner`)."""
+    from harness.inputs import parse_tuner
+
+    t = parse_tuner(name)
+    return t.backend, t.sampler or "tpe"
 
 
 @dataclass
@@ -79,9 +82,10 @@ class SimSweep:
 def simulate_sweep(spec: SweepSpec, oracle: Callable[[TrialTask], Curve], tuner: str | Any, seed: int, trials: int,
                    *, workers: int = 1, charge_tuner_time: bool = True, pruner: str = "none",
                    tracker: Any = None, info: Any = None) -> SimSweep:
-    """One sweep of ``tuner`` on the simulated engine (real tuner, driver and recorder)."""
-    from harness.drivers.ask_tell import AskTellDriver
-    from harness.recorder import Recorder
+    """One sweep of ``tuner`` on the simulated engine: the real tuner, built and run by the one
+    sweep builder (:func:`harness.builder.assemble`, :func:`harness.builder.run_on`) with the
+    recorder on the simulated clock."""
+    from harness.builder import assemble, run_on
     from harness.tracking import NullTracker
     from harness.tuners.base import TunerOptions, make_tuner
 
@@ -93,38 +97,23 @@ def simulate_sweep(spec: SweepSpec, oracle: Callable[[TrialTask], Curve], tuner:
     else:  # a tuner object (a ManualTuner replaying the table, say)
         tuner_obj, tuner = tuner, getattr(tuner, "name", "tuner")
     _quiet_optuna()  # the optuna backend sets WARNING when it builds its study
-    engine = SimulatedEngine(oracle, workers=workers, charge_tuner_time=charge_tuner_time)
-    tracker = tracker or NullTracker()
-    if info is not None:
-        tracker.start_sweep(info)
-    elapsed: list[float] = []
-    recorder = Recorder(spec, tracker, budget=trials, tell=tuner_obj.tell, progress=tuner_obj.shared_progress,
-                        clock=engine.clock)
-    driver = AskTellDriver(spec=spec, tuner=tuner_obj, engine=engine, recorder=recorder,
-                           objective=spec.objective, budget=trials, seed=seed)
-    record = recorder.record
+    engine = _SimEngine(oracle, workers=workers, charge_tuner_time=charge_tuner_time)
+    elapsed: list[float] = []  # the simulated clock at each finished trial
 
-    def timed(result: Any, **kw: Any) -> None:
-        record(result, **kw)
-        elapsed.append(engine.clock())
+    def finished_at(stats: Any) -> None:
+        elapsed.extend([engine.clock()] * (len(stats.results) - len(elapsed)))
 
-    recorder.record = timed  # type: ignore[method-assign]
-    status = "FAILED"
-    try:
-        engine.start(spec.objective)
-        stats = driver.run()
-        status = "FINISHED"
-    finally:
-        engine.shutdown()
-        if info is not None:
-            wait = getattr(tracker, "wait", None)
-            if wait is not None:
-                wait(timeout=60.0)
-            tracker.finish_sweep(status)
-        tuner_obj.close()
+    sweep = assemble(spec, tuner_obj, tracker or NullTracker(), engine, budget=trials, seed=seed, info=info,
+                     on_update=finished_at, clock=engine.clock)
+    sweep.name = f"{tuner}-{seed}"
+    stats = run_on(sweep, engine).stats
     results = [r for r in stats.results if not r.interrupted]
     return SimSweep(tuner, seed, results, elapsed, time.perf_counter() - t0, engine.tuner_seconds,
                     engine.clock(), getattr(oracle, "exact", 0), getattr(oracle, "predicted", 0))
+
+
+class _SimEngine(SimulatedEngine, Engine):
+    """The simulated engine with the engine protocol's default abilities (no populations)."""
 
 
 @dataclass
@@ -146,23 +135,30 @@ class SimBenchmark:
     run_id: str | None = None
     exact: int = 0
     predicted: int = 0
+    resampled: int = 0
+    normalization: dict[str, Any] = field(default_factory=dict)  # optimum, worst, source
 
     def as_dict(self) -> dict[str, Any]:
         return {"space": self.space, "id": self.id, "tuners": self.tuners, "seeds": self.seeds,
                 "trials": self.trials, "optimum": self.optimum, "worst": self.worst, "goal": self.goal,
+                "normalization": self.normalization,
                 "verdicts": {str(b): v.as_dict() for b, v in self.verdicts.items()},
                 "wall_seconds": self.wall, "tuner_seconds_charged": self.charged,
                 "simulated_seconds_per_sweep": self.sim, "exact_trials": self.exact,
-                "surrogate_trials": self.predicted}
+                "surrogate_trials": self.predicted, "resampled_trials": self.resampled}
 
 
-def check_tuners(tuners: list[str]) -> None:
-    for t in tuners:
-        if t.partition(":")[0] == "ray":
+def check_tuners(tuners: list[str]) -> list[str]:
+    """The one tuner vocabulary (:func:`harness.inputs.parse_tuners`), less Ray Tune; returns the
+    canonical names (``optuna:tpe`` -> ``optuna``), as a real benchmark tags its sweeps."""
+    from harness.inputs import parse_tuners
+
+    parsed = parse_tuners(tuners)
+    for t in parsed:
+        if t.backend == "ray":
             raise SimulationError("--tuners ray --simulated: Ray Tune's schedulers run trials on Ray's own "
                                   "wall clock and actors, not on a simulated one; simulate optuna, ax or random")
-        if t not in SIM_TUNERS:
-            raise SimulationError(f"--tuners {t}: not simulated (use {', '.join(SIM_TUNERS)})")
+    return [t.label for t in parsed]
 
 
 def run_simulated_benchmark(
@@ -177,21 +173,17 @@ def run_simulated_benchmark(
 
     from harness.ranking import verdict
 
-    check_tuners(tuners)
+    tuners = check_tuners(tuners)
     spec = load_spec(space)
     trials = trials or spec.budget.trials
     if trials < 1 or workers < 1 or not seeds:
         raise SimulationError(f"--trials and --workers must be >= 1 and --seeds not empty "
                               f"(got {trials}, {workers}, {seeds})")
-    path = table or default_out(space)
-    if not Path(path).exists():
-        raise SimulationError(f"no table for {space} at {path}: build it with 'harness tabulate {space}' "
-                              "(or give --table)")
-    df = read_table(path)
+    path = find_table(space, table)
+    df = load_table(path, space)
     oracle = TableOracle(spec, df)
-    lo, hi = oracle.bounds()
-    optimum = lo if optimum is None else optimum
-    worst = hi if worst is None else worst
+    norm = oracle.normalization(optimum=optimum, worst=worst)
+    optimum, worst = norm.optimum, norm.worst
     if optimum == worst:
         raise SimulationError(f"optimum and worst are both {optimum}: the normalized regret is undefined")
     _quiet_optuna()
@@ -199,7 +191,8 @@ def run_simulated_benchmark(
     stem = Path(space).stem
     bid = bid or f"sim-{datetime.now():%Y%m%d-%H%M%S}"
     uri = _uri(tracking_uri)
-    bench = SimBenchmark(stem, bid, list(tuners), list(seeds), trials, optimum, worst, goal)
+    bench = SimBenchmark(stem, bid, list(tuners), list(seeds), trials, optimum, worst, goal,
+                         normalization=norm.as_dict())
     for t in tuners:
         for s in seeds:
             tracker, info = (None, None)
@@ -213,7 +206,7 @@ def run_simulated_benchmark(
             bench.sim[t] = bench.sim.get(t, 0.0) + sw.sim_seconds / len(seeds)
             if progress is not None:
                 progress(sw)
-    bench.exact, bench.predicted = oracle.exact, oracle.predicted
+    bench.exact, bench.predicted, bench.resampled = oracle.exact, oracle.predicted, oracle.resampled
     for b in sorted({*(x for x in BUDGETS if x < trials), trials}):
         finals = {t: {sw.seed: float(sw.best_curve(goal, b)[-1]) for sw in bench.sweeps if sw.tuner == t}
                   for t in tuners}
@@ -253,10 +246,11 @@ def render(bench: SimBenchmark, format: str = "table") -> str:
     """The verdict per budget (per tuner normalized_regret, iqm, ci95, mean_rank), the wall time
     per tuner, where the files are."""
     if format == "json":
-        return json.dumps(bench.as_dict(), indent=1, default=float)
+        return strict_dumps(bench.as_dict())
     lines = [f"simulated benchmark {bench.id}: {bench.space}, {', '.join(bench.tuners)} x "
              f"{len(bench.seeds)} seeds, {bench.trials} trials; optimum {bench.optimum:.6g}, worst {bench.worst:.6g} "
-             f"(the table's best; its median configuration); {bench.exact} trials replayed from the table, {bench.predicted} from the surrogate"]
+             f"({bench.normalization.get('source', 'the best configuration mean; the median configuration')}); {bench.exact} trials replayed from the table, {bench.predicted} from the surrogate"
+             + (f", {bench.resampled} of them with a drawn seed deviation" if bench.resampled else "")]
     for b, v in sorted(bench.verdicts.items()):
         lines.append(f"\nafter {b} trials:")
         lines.append(f"  {'tuner':14} {'normalized_regret':>17} {'iqm':>7} {'ci95':>17} {'mean_rank':>9}")
@@ -289,7 +283,7 @@ def _sweep_tracker(uri: str, spec: SweepSpec, stem: str, tuner: str, seed: int, 
     info = SweepInfo(name=f"{bid}-{tuner.replace(':', '-')}-{seed}", experiment=stem, tuner=tuner,
                      objective=spec.objective, engine="simulated", seed=seed, spec_yaml=spec.to_yaml(),
                      spec_hash=spec.hash(), metric=spec.metric.name, goal=spec.metric.goal,
-                     params=dict(spec.fixed), tags={"harness.benchmark": bid, "harness.simulated": "true"})
+                     params=dict(spec.fixed), tags={N.TAG_BENCHMARK: bid, N.TAG_SIMULATED: "true"})
     return make_tracker(uri), info
 
 
@@ -298,11 +292,11 @@ def _write(bench: SimBenchmark, folder: Path) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     files = [folder / "verdict.json", folder / "curves.json"]
-    files[0].write_text(json.dumps(bench.as_dict(), indent=1, default=float))
+    files[0].write_text(strict_dumps(bench.as_dict()))
     curves = {t: [sw.best_curve(bench.goal, bench.trials).tolist() for sw in bench.sweeps if sw.tuner == t]
               for t in bench.tuners}
-    files[1].write_text(json.dumps({"x": "finished trials", "curves": curves,
-                                    "elapsed_s": {f"{sw.tuner}/{sw.seed}": sw.elapsed for sw in bench.sweeps}}))
+    files[1].write_text(strict_dumps({"x": "finished trials", "curves": curves,  # NaN before a first result: null
+                                      "elapsed_s": {f"{sw.tuner}/{sw.seed}": sw.elapsed for sw in bench.sweeps}}))
     last = bench.verdicts[max(bench.verdicts)]
     if len(bench.tuners) >= 2 and last.cd is not None:
         ranks = {t: v["mean_rank"] for t, v in last.tuners.items()}
@@ -326,8 +320,8 @@ def _log_summary(uri: str, bench: SimBenchmark, spec: SweepSpec) -> str:
     exp = client.get_experiment_by_name(name)
     exp_id = exp.experiment_id if exp else client.create_experiment(name)
     run = client.create_run(exp_id, run_name=bench.id, tags={
-        "harness.benchmark": bench.id, "harness.simulated": "true", "harness.spec_hash": spec.hash(),
-        "harness.tuners": ",".join(bench.tuners), "harness.seeds": ",".join(map(str, bench.seeds))})
+        N.TAG_BENCHMARK: bench.id, N.TAG_SIMULATED: "true", N.TAG_SPEC_HASH: spec.hash(),
+        N.TAG_TUNERS: ",".join(bench.tuners), N.TAG_SEEDS: ",".join(map(str, bench.seeds))})
     rid = run.info.run_id
     for b, v in bench.verdicts.items():
         for t, row in v.tuners.items():
@@ -335,18 +329,12 @@ def _log_summary(uri: str, bench: SimBenchmark, spec: SweepSpec) -> str:
             for m in ("normalized_regret", "iqm", "mean_rank"):
                 client.log_metric(rid, f"{key}.{m}", float(row[m]), step=b)
     for t, w in bench.wall.items():
-        client.log_metric(rid, f"{t.replace(':', '_')}.wall_seconds", w)
+        client.log_metric(rid, f"{t.replace(':', '_')}.{N.METRIC_WALL_SECONDS}", w)
     for f in bench.files:
         client.log_artifact(rid, str(f))
     client.set_terminated(rid)
     return rid
 
 
-def rows_for_params(spec: SweepSpec, table: Any) -> list[dict[str, Any]]:
-    """The tabulated configurations as params dicts (design order)."""
-    first = table.drop_duplicates(["config"]).sort_values("config")
-    return [row_params(r, spec) for _, r in first.iterrows()]
-
-
 __all__ = ["BUDGETS", "parse_seeds", "render", "SimBenchmark", "SimSweep", "SimulationError", "TableOracle", "check_tuners",
-           "rows_for_params", "run_simulated_benchmark", "simulate_sweep", "tuner_label"]
+           "run_simulated_benchmark", "simulate_sweep", "tuner_label"]

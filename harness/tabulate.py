@@ -26,14 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import names as N
 from harness.engines.base import EngineError
 from harness.files import append_line, read_jsonl, repair_jsonl, write_atomic
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec, load_spec
-from harness.trials import Done, Report, TrialTask
+from harness.tracking import NullTracker
+from harness.trials import TrialResult
 
 TABLES_ROOT = Path(".harness") / "tables"
 ROWS = "rows.jsonl"
 META = "meta.json"
+DENSE = "dense.json"  # the dense stage's configurations, designed once
 PARAM = "param."
 METRIC = "metric."
 BASE_COLUMNS = ["config_id", "config", "seed", "kind", "step", "elapsed_s", "seconds_per_step", "state"]
@@ -95,6 +98,7 @@ class TabulateOptions:
     time_limit: float | None = None  # stop dispatching after this many seconds (resume later)
     tracking_uri: str | None = None
     trial_timeout: float | None = None
+    dense: int = 0  # a second stage: this many configurations around the Sobol stage's best decile
 
 
 @dataclass
@@ -143,9 +147,15 @@ def tabulate(opts: TabulateOptions, progress: Callable[[int, int], None] | None 
     design = sobol_design(spec, opts.configs, opts.design_seed)
     todo = [(i, s) for i in range(opts.configs) for s in range(opts.seeds) if (i, s) not in done]
     t0 = time.perf_counter()
-    ran = _run(spec, design, todo, rows_path, opts, progress, total=opts.configs * opts.seeds, have=len(done))
+    total = (opts.configs + opts.dense) * opts.seeds
+    ran = _run(spec, design, todo, rows_path, opts, progress, total=total, have=len(done))
+    if opts.dense > 0:  # the dense stage, designed once from the finished Sobol stage (kept for resume)
+        design += _dense_design(spec, opts, state, rows_path)
+        done = {(int(r["config"]), int(r["seed"])) for r in read_jsonl(rows_path)}
+        todo = [(i, s) for i in range(opts.configs, len(design)) for s in range(opts.seeds) if (i, s) not in done]
+        ran += _run(spec, design, todo, rows_path, opts, progress, total=total, have=total - len(todo))
     out = opts.out or default_out(opts.space)
-    df = build_table(read_jsonl(rows_path), spec, configs=opts.configs, seeds=opts.seeds)
+    df = build_table(read_jsonl(rows_path), spec, configs=len(design), seeds=opts.seeds)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out, index=False)
     digest = sha256(out)
@@ -157,45 +167,75 @@ def tabulate(opts: TabulateOptions, progress: Callable[[int, int], None] | None 
     return TabulateSummary(out, len(finals), complete_configs, ran, time.perf_counter() - t0, run_id, digest)
 
 
+def _dense_design(spec: SweepSpec, opts: TabulateOptions, state: Path, rows_path: Path) -> list[dict[str, Any]]:
+    """The dense stage's configurations (:func:`harness.oracle.dense_design` around the best
+    decile of the Sobol stage), computed once and kept in the state folder so a resume runs the
+    same ones; refused while the Sobol stage is unfinished (rerun to resume it first)."""
+    from harness.oracle import dense_design
+
+    path = state / DENSE
+    if path.exists():
+        return json.loads(path.read_text())[: opts.dense]
+    sobol = build_table(read_jsonl(rows_path), spec, configs=opts.configs, seeds=opts.seeds)
+    finals = sobol[sobol["kind"] == "final"]
+    if finals.groupby("config")["seed"].nunique().ge(opts.seeds).sum() < opts.configs:
+        raise TabulateError(f"--dense {opts.dense}: the Sobol stage ({opts.configs} x {opts.seeds}) is not "
+                            "finished (stopped by --time-limit?): rerun the same command to finish it first")
+    dense = dense_design(spec, sobol, n=opts.dense, seed=opts.design_seed)
+    write_atomic(path, json.dumps(dense))
+    return dense
+
+
 def _run(spec: SweepSpec, design: list[dict[str, Any]], todo: list[tuple[int, int]], rows_path: Path,
          opts: TabulateOptions, progress: Callable[[int, int], None] | None, total: int, have: int) -> int:
+    """The configurations x seeds still missing, as a sweep of the one builder: a manual tuner
+    proposes them in order, the recorder's tracker is :class:`_RowWriter` (a row per finished
+    trial, at once), ``--time-limit`` is the sweep's timeout. Ctrl-C: the finished rows stay,
+    a rerun does the rest."""
     if not todo:
         return 0
+    from harness.builder import assemble, run_on
+    from harness.tuners.manual import ManualTuner
+
+    tuner = ManualTuner([design[i] for i, _ in todo], [s for _, s in todo])
+    writer = _RowWriter(rows_path, [i for i, _ in todo], progress, total, have)
     engine = _engine(opts)
-    engine.start(spec.objective)
-    t_start = time.perf_counter()
-    running: dict[int, tuple[TrialTask, int, float, list[dict[str, Any]]]] = {}
-    queue = list(todo)
-    number = 0
-    ran = 0
-    try:
-        while queue or running:
-            stop = opts.time_limit is not None and time.perf_counter() - t_start > opts.time_limit
-            while queue and not stop and engine.free_slots() > 0:
-                i, s = queue.pop(0)
-                params = design[i]
-                task = TrialTask(number=number, objective=spec.objective, params=params,
-                                 config=spec.config(params), seed=s, timeout=opts.trial_timeout)
-                engine.submit(task)
-                running[number] = (task, i, time.perf_counter(), [])
-                number += 1
-            if stop and not running:
-                break
-            for ev in engine.poll(0.5):
-                if ev.number not in running:
-                    continue
-                task, i, started, curve = running[ev.number]
-                if isinstance(ev, Report):
-                    curve.append({"step": ev.step, "t": time.perf_counter() - started, "metrics": ev.metrics})
-                elif isinstance(ev, Done):
-                    del running[ev.number]
-                    append_line(rows_path, _row(task, i, ev, curve))
-                    ran += 1
-                    if progress is not None:
-                        progress(have + ran, total)
-    finally:
-        engine.shutdown()
-    return ran
+    sweep = assemble(spec, tuner, writer, engine, budget=len(todo), seed=0, timeout=opts.time_limit,
+                     trial_timeout=opts.trial_timeout)
+    sweep.name = f"tabulate-{Path(opts.space).stem}"
+    run_on(sweep, engine)
+    return writer.ran
+
+
+class _RowWriter(NullTracker):
+    """The tracker of a tabulation: each trial's learning curve (report times since its start)
+    and, when it finishes, its row appended to the part file (interrupted trials: none, so a
+    rerun runs them)."""
+
+    def __init__(self, path: Path, configs: list[int], progress: Callable[[int, int], None] | None,
+                 total: int, have: int) -> None:
+        self.path, self.configs, self.progress, self.total, self.have = path, configs, progress, total, have
+        self.ran = 0
+        self._t0: dict[int, float] = {}
+        self._curves: dict[int, list[dict[str, Any]]] = {}
+
+    def trial_started(self, number: int, params: Mapping[str, Any], seed: int, device: str,
+                      tags: Mapping[str, str] | None = None) -> None:
+        self._t0[number] = time.perf_counter()
+        self._curves[number] = []
+
+    def trial_report(self, number: int, step: int, metrics: Mapping[str, float]) -> None:
+        self._curves[number].append({"step": step, "t": time.perf_counter() - self._t0[number],
+                                     "metrics": dict(metrics)})
+
+    def trial_finished(self, result: TrialResult, **kwargs: Any) -> None:
+        curve = self._curves.pop(result.number, [])
+        if result.interrupted:
+            return
+        append_line(self.path, _row(result, self.configs[result.number], curve))
+        self.ran += 1
+        if self.progress is not None:
+            self.progress(self.have + self.ran, self.total)
 
 
 def _engine(opts: TabulateOptions) -> Any:
@@ -211,13 +251,13 @@ def _engine(opts: TabulateOptions) -> Any:
     return make_engine(opts.engine, slots)
 
 
-def _row(task: TrialTask, config: int, done: Done, curve: list[dict[str, Any]]) -> dict[str, Any]:
-    state = {"ok": "complete", "pruned": "pruned"}.get(done.status, "failed")
-    metrics = {k: v for k, v in done.metrics.items() if isinstance(v, float | int)}
+def _row(result: TrialResult, config: int, curve: list[dict[str, Any]]) -> dict[str, Any]:
+    state = result.state.value
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, float | int)}
     if state == "complete" and any(not math.isfinite(v) for v in metrics.values()):
         state = "failed"
-    return {"config": config, "seed": task.seed, "config_id": config_id(task.params), "params": task.params,
-            "state": state, "reason": done.reason, "steps": done.steps, "seconds": done.seconds,
+    return {"config": config, "seed": result.seed, "config_id": config_id(result.params), "params": result.params,
+            "state": state, "reason": result.reason, "steps": result.steps, "seconds": result.seconds,
             "metrics": metrics, "curve": curve}
 
 
@@ -286,13 +326,13 @@ def _log_table(uri: str, stem: str, out: Path, spec: SweepSpec, opts: TabulateOp
     exp = client.get_experiment_by_name(name)
     exp_id = exp.experiment_id if exp else client.create_experiment(name)
     run = client.create_run(exp_id, run_name=f"tabulate-{stem}", tags={
-        "harness.tabulate": "true", "harness.spec_hash": spec.hash(), "harness.objective": spec.objective})
+        N.TAG_TABULATE: "true", N.TAG_SPEC_HASH: spec.hash(), N.TAG_OBJECTIVE: spec.objective})
     rid = run.info.run_id
     for k, v in {"configs": opts.configs, "seeds": opts.seeds, "design_seed": opts.design_seed,
                  "engine": opts.engine}.items():
         client.log_param(rid, k, str(v))
-    client.log_metric(rid, "trials", trials)
-    client.log_metric(rid, "complete_configs", complete)
+    client.log_metric(rid, N.METRIC_TABLE_TRIALS, trials)
+    client.log_metric(rid, N.METRIC_TABLE_COMPLETE_CONFIGS, complete)
     client.log_artifact(rid, str(out))
     client.set_terminated(rid)
     del mlflow

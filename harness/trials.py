@@ -9,7 +9,7 @@ imports nothing of the harness but the spec, so every layer can import it withou
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -184,6 +184,26 @@ def finish(done: Done, task: TrialTask, spec: SweepSpec, last_value: float | Non
 
 
 MEASURED = ("seconds", "steps")  # the harness's own measured costs, usable as objectives
+
+
+def metric_numbers(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """A trainer's reported or returned metrics as floats (what every engine's worker sends).
+
+    Anything ``float()`` takes is a number (Python and numpy numbers, one-element tensors),
+    except text: a string such as ``"0.5"`` is refused like every other non-number, not parsed.
+    Raises ``TypeError`` naming the first metric that is not a number, which fails the trial with
+    that line as its reason (the engine's worker catches it like any trainer exception).
+    """
+    out: dict[str, float] = {}
+    for name, value in metrics.items():
+        if isinstance(value, str | bytes):
+            raise TypeError(f"metric '{name}' is the string {value!r:.60}, not a number (return a float)")
+        try:
+            out[name] = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"metric '{name}' is {type(value).__name__} {value!r:.60}, not a number "
+                            "(return a float)") from None
+    return out
 
 
 def objective_values(result: TrialResult, names: list[str] | tuple[str, ...]) -> list[float] | None:

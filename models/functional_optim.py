@@ -18,6 +18,7 @@ member alone to ~1e-12 (the same formulas in the same order: ``lerp`` for the fi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -133,11 +134,40 @@ def adam_step(
 
 # ---------------------------------------------------------------- SGD, RMSprop, TF1-style Adam
 #
-# models/locoprop/optim.py's rules (tf.compat.v1.train, as the official LocoProp notebook):
-# RMSprop with the mean square starting at 1, eps inside the sqrt and lr inside the momentum;
-# Adam with the bias corrections folded into the learning rate. ``flavor="torch"`` gives
-# torch.optim.RMSprop (not centered) instead. With ``mask=None`` these update in place (no
-# copy); with a mask, members where it is False keep parameters and state bit for bit.
+# The update rules of tf.compat.v1.train, as the official LocoProp notebook uses them
+# (https://github.com/google-research/google-research/blob/master/locoprop/locoprop_training.ipynb):
+#
+# - SGD (GradientDescent): p -= lr g.
+# - RMSprop (``flavor="tf1"``): ms = rho ms + (1 - rho) g^2, with ms starting at 1;
+#   mom = momentum mom + lr g / sqrt(ms + eps); p -= mom. (``flavor="torch"``:
+#   torch.optim.RMSprop, not centered: ms from 0, buf = momentum buf + g / (sqrt(ms) + eps),
+#   p -= lr buf.)
+# - Adam (``adam_tf1_step``): m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+#   p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps) (eps not bias-corrected).
+#
+# One sequence of element-wise ops serves a number and a [K] hyperparameter alike (``x * c``
+# with c a Python float or a [K, 1, ...] tensor), and derived coefficients (1 - rho, the bias
+# corrections) are computed in float64 before one rounding to the parameters' dtype: so a
+# member gets bit for bit the same update alone (numbers) as in a population of members with
+# other hyperparameters ([K] tensors), also in float32. A one-member tensor on the CPU is
+# taken as a number. With ``mask=None`` the updates are in place (no copy); with a mask,
+# members where it is False keep parameters and state bit for bit.
+
+Coef = float | Tensor  # a Python float, or float64 [K, 1, ..., 1]
+
+
+def _coef(value: Hyper, like: Tensor) -> Coef:
+    """A number stays a Python float; ``[K]`` becomes float64 ``[K, 1, ..., 1]``."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if value.numel() == 1 and value.device.type == "cpu" and like.shape[0] == 1:
+        return float(value.reshape(()))
+    return _per_member(value, like, torch.float64)
+
+
+def _in(c: Coef, like: Tensor) -> Coef:
+    """The coefficient rounded once to the parameters' dtype (a float is rounded by the op)."""
+    return c if isinstance(c, float) else c.to(like.dtype)
 
 
 def _masked(mask: Tensor | None, like: Tensor, new: Tensor, old: Tensor) -> None:
@@ -154,7 +184,7 @@ def sgd_step(
 ) -> None:
     """p -= lr g for every member (torch.optim.SGD without momentum; TF1 GradientDescent)."""
     for p, g in zip(params, grads, strict=True):
-        step = _per_member(lr, p, p.dtype) * g
+        step = g * _in(_coef(lr, p), p)
         if mask is None:
             p.sub_(step)
         else:
@@ -194,6 +224,20 @@ def rmsprop_reset(state: RMSpropState, slot: int | Tensor) -> None:
     state.step[slot] = 0
 
 
+def _rmsprop_one(
+    p: Tensor, g: Tensor, ms: Tensor, buf: Tensor, flavor: str, lr: Coef, a: Coef, e: Coef,
+    mom: Coef,
+) -> None:  # fmt: skip
+    """One in-place RMSprop update of one parameter (the formulas of ``rmsprop_step``)."""
+    ms.mul_(_in(a, p)).addcmul_(g * _in(1 - a, p), g)
+    if flavor == "tf1":
+        buf.mul_(_in(mom, p)).addcdiv_(g * _in(lr, p), (ms + _in(e, p)).sqrt_())
+        p.sub_(buf)
+    else:
+        buf.mul_(_in(mom, p)).addcdiv_(g, ms.sqrt().add_(_in(e, p)))
+        p.sub_(buf * _in(lr, p))
+
+
 @torch.no_grad()
 def rmsprop_step(
     params: Sequence[Tensor],
@@ -211,26 +255,18 @@ def rmsprop_step(
     torch: ms = alpha ms + (1 - alpha) g^2; buf = momentum buf + g / (sqrt(ms) + eps); p -= lr buf.
     tf1:   ms likewise (from 1); buf = momentum buf + lr g / sqrt(ms + eps); p -= buf.
     """
-    active = None if mask is None else mask.to(state.step.dtype)
-    state.step.add_(1 if active is None else active)
+    state.step.add_(1 if mask is None else mask.to(state.step.dtype))
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-        ms, buf, dt = state.square_avg[i], state.momentum_buffer[i], p.dtype
-        a, mom, e, lr_p = (_per_member(h, p, dt) for h in (alpha, momentum, eps, lr))
-        if mask is not None:
-            ms, buf, p_out = ms.clone(), buf.clone(), p.clone()
-        else:
-            p_out = p
-        ms.mul_(a).add_((1 - a) * g * g)
-        if state.flavor == "tf1":
-            buf.mul_(mom).add_(lr_p * g / (ms + e).sqrt())
-            p_out.sub_(buf)
-        else:
-            buf.mul_(mom).add_(g / (ms.sqrt() + e))
-            p_out.sub_(lr_p * buf)
-        if mask is not None:
-            _masked(mask, p, ms, state.square_avg[i])
-            _masked(mask, p, buf, state.momentum_buffer[i])
-            _masked(mask, p, p_out, p)
+        ms, buf = state.square_avg[i], state.momentum_buffer[i]
+        h = [_coef(v, p) for v in (lr, alpha, eps, momentum)]
+        if mask is None:
+            _rmsprop_one(p, g, ms, buf, state.flavor, *h)
+            continue
+        ms_new, buf_new, p_new = ms.clone(), buf.clone(), p.clone()
+        _rmsprop_one(p_new, g, ms_new, buf_new, state.flavor, *h)
+        _masked(mask, p, ms_new, ms)
+        _masked(mask, p, buf_new, buf)
+        _masked(mask, p, p_new, p)
 
 
 @torch.no_grad()
@@ -246,23 +282,66 @@ def adam_tf1_step(
 ) -> None:
     """TF1's Adam on the state of ``adam_init``: m, v as torch's, then
     p -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps) (eps not bias-corrected)."""
-    k = state.step.shape[0]
-    active = torch.ones(k, dtype=torch.float64, device=state.step.device) if mask is None else mask
-    state.step.add_(active.to(state.step.dtype))
-    t = state.step.clamp(min=1)  # a member that never stepped: its (discarded) update stays finite
-    b1, b2 = _per_member(betas[0], t, torch.float64), _per_member(betas[1], t, torch.float64)
-    lr_t = _per_member(lr, t, torch.float64) * (1 - b2**t).sqrt() / (1 - b1**t)  # [K] float64
+    state.step.add_(1 if mask is None else mask.to(state.step.dtype))
+    t = state.step.clamp(min=1)  # a member that never stepped: its (discarded) update is finite
+    b1, b2, lr0 = (_coef(h, t) for h in (betas[0], betas[1], lr))
+    if all(isinstance(c, float) for c in (b1, b2, lr0)) and t.numel() == 1 and t.is_cpu:
+        n = float(t.reshape(()))
+        lr_t: Coef = lr0 * math.sqrt(1 - b2**n) / (1 - b1**n)  # type: ignore[operator]
+    else:
+        lr_t = (lr0 * (1 - b2**t).sqrt() / (1 - b1**t)).reshape(-1)  # [K] float64
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-        m, v, dt = state.exp_avg[i], state.exp_avg_sq[i], p.dtype
-        b1p, b2p, e = (_per_member(h, p, dt) for h in (betas[0], betas[1], eps))
+        m, v = state.exp_avg[i], state.exp_avg_sq[i]
+        b1p, b2p, e, lr_p = (_coef(h, p) for h in (betas[0], betas[1], eps, lr_t))
         if mask is not None:
             m, v, p_out = m.clone(), v.clone(), p.clone()
         else:
             p_out = p
-        m.mul_(b1p).add_((1 - b1p) * g)
-        v.mul_(b2p).add_((1 - b2p) * g * g)
-        p_out.sub_(_per_member(lr_t, p, dt) * m / (v.sqrt() + e))
+        m.mul_(_in(b1p, p)).add_(g * _in(1 - b1p, p))
+        v.mul_(_in(b2p, p)).addcmul_(g * _in(1 - b2p, p), g)
+        p_out.sub_(m / v.sqrt().add_(_in(e, p)) * _in(lr_p, p))
         if mask is not None:
             _masked(mask, p, m, state.exp_avg[i])
             _masked(mask, p, v, state.exp_avg_sq[i])
             _masked(mask, p, p_out, p)
+
+
+# ---------------------------------------------------------------- compaction
+
+
+def select_rows(state: AdamState | RMSpropState, index: Tensor) -> AdamState | RMSpropState:
+    """A new state holding the members ``index`` (a 1-D index tensor), in that order: a
+    population that keeps only its occupied rows drops, reorders or grows its state with it
+    (grow: concatenate a fresh ``*_init`` state of the new rows with ``concat_rows``)."""
+    if isinstance(state, AdamState):
+        return AdamState(
+            [t.index_select(0, index) for t in state.exp_avg],
+            [t.index_select(0, index) for t in state.exp_avg_sq],
+            state.step.index_select(0, index),
+        )
+    return RMSpropState(
+        [t.index_select(0, index) for t in state.square_avg],
+        [t.index_select(0, index) for t in state.momentum_buffer],
+        state.step.index_select(0, index),
+        state.flavor,
+    )
+
+
+def concat_rows(
+    a: AdamState | RMSpropState, b: AdamState | RMSpropState
+) -> AdamState | RMSpropState:
+    """The members of ``a`` followed by those of ``b`` (same kind and flavor)."""
+    if isinstance(a, AdamState) and isinstance(b, AdamState):
+        return AdamState(
+            [torch.cat(x) for x in zip(a.exp_avg, b.exp_avg, strict=True)],
+            [torch.cat(x) for x in zip(a.exp_avg_sq, b.exp_avg_sq, strict=True)],
+            torch.cat([a.step, b.step]),
+        )
+    if isinstance(a, RMSpropState) and isinstance(b, RMSpropState) and a.flavor == b.flavor:
+        return RMSpropState(
+            [torch.cat(x) for x in zip(a.square_avg, b.square_avg, strict=True)],
+            [torch.cat(x) for x in zip(a.momentum_buffer, b.momentum_buffer, strict=True)],
+            torch.cat([a.step, b.step]),
+            a.flavor,
+        )
+    raise ValueError("concat_rows: the two states must be of one kind (and one RMSprop flavor)")

@@ -3,16 +3,21 @@
 A plain trainer is ``train(config, *, device, seed, report, artifact_dir=None) -> dict``: one
 trial per process. A trainer may also offer a *population form*, attached to the function as
 ``train.population = PopulationForm(...)``. The harness then runs up to K trials whose
-configurations share a structural signature (the values of ``structural`` keys: widths, depths,
-batch sizes, loss types, ... anything that changes shapes or code paths) as one batched model:
-their parameters stacked with a leading [K] dimension, one forward and one backward for all,
-per-member hyperparameters (learning rates, loss coefficients, ...) as [K] tensors.
+configurations share a signature (the values of the ``structural`` keys, plus the ``bucket`` of
+the padded ones) as one batched model: their parameters stacked with a leading [K] dimension,
+one forward and one backward for all, per-member hyperparameters (learning rates, loss types,
+...) as [K] tensors or row groups. ``padded`` keys (widths, depths, batch sizes) may differ
+within a population: members are padded exactly to its largest (zero units with masked
+gradients, masked samples), and the bucket bounds what the padding wastes.
 
 Every member is a full trial. It keeps its own random stream (a ``torch.Generator`` seeded with
 its seed, drawn outside any vmap), so a member trained inside a population produces the same
 reports and final metrics as the same configuration trained alone by ``train`` with the same
-seed (float64 on CPU: equal to 1e-6 relative; the exactness tests check it). A member that
-diverges (NaN / inf) fails alone: its updates are masked, the others are unchanged.
+seed (float64 on CPU: equal to 1e-10 relative; the exactness tests check it). A member that
+diverges (NaN / inf) fails alone: its updates are masked, the others are unchanged; likewise a
+member whose own work raises (a report, an artifact) is a ``failed`` event, not an exception of
+``advance`` (which raises only for what concerns the whole population). Only members that run
+are computed: a population of capacity K holding one member costs what a population of one does.
 
 Continuous batching: members join at their own step 0 while others are midway (``add``), and
 leave when pruned, failed or done (``remove``), so a population stays full instead of draining
@@ -68,8 +73,8 @@ class Population(Protocol):
     def advance(self) -> list[MemberEvent]:
         """Advance every member by one unit of its trainer (a GFlowNet iteration, a diffusion
         step, a LocoProp epoch). Returns the reports due at this unit, in slot order, then the
-        members that finished (``done``) or failed. A done or failed member stays in its slot
-        (masked) until ``remove``."""
+        members that finished (``done``) or failed. A done or failed member keeps its slot (it
+        is no longer computed) until ``remove``."""
         ...
 
 

@@ -11,6 +11,11 @@ Ctrl-C: Tune's own SIGINT handler is off (``TUNE_DISABLE_SIGINT_HANDLER``); the 
 the recorder's stop flag, and the callback then ends Tune's loop through ``SIGUSR1`` (Tune's
 "stop, save the experiment" signal), so the running trials stay unfinished in Tune's state; the
 recorder records them failed, reason ``interrupted``, and ``harness resume`` runs them again.
+
+Resume: the backend's ``restore()`` reads what finished and what was running into a frozen
+:class:`~harness.tuners.ray.RayResume`; this driver restores Tune's experiment (``Tuner.restore``)
+and runs it with a new callback built from that state and a new searcher (Tune restores its saved
+state onto it), so nothing of the driver travels through Tune's pickles.
 """
 
 from __future__ import annotations
@@ -25,10 +30,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import ray
 from ray import tune
@@ -37,7 +42,7 @@ from harness.engines.base import run_task
 from harness.recorder import Recorder, SweepStats
 from harness.spec import ChoiceParam, SweepSpec
 from harness.trials import INTERRUPTED, Done, Report, TrialTask, trial_seed
-from harness.tuners.ray import LIVE, BudgetedSearch, RayTuneTuner, param_space, trial_number
+from harness.tuners.ray import BudgetedSearch, RayResume, trial_number
 
 TUNE_ENV = (("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"), ("RAY_AIR_NEW_OUTPUT", "0"),
             ("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1"), ("RAY_CHDIR_TO_TRIAL_DIR", "0"),
@@ -155,10 +160,12 @@ class _Live:
 
 class RecorderCallback(tune.Callback):
     """Ray Tune's trial events -> the recorder. Keeps only what Tune's ids need: the trial's
-    number (a re-run interrupted trial gets a new one) and the seconds of its runs."""
+    number (a re-run interrupted trial gets a new one) and the seconds of its runs; a resumed
+    sweep's callback starts from the :class:`~harness.tuners.ray.RayResume` read back."""
 
     def __init__(self, spec: SweepSpec, recorder: Recorder, *, objective: str, seed: int, budget: int,
-                 scheduler: str, gpu: bool, trial_timeout: float | None, key: str) -> None:
+                 scheduler: str, gpu: bool, trial_timeout: float | None,
+                 resume: RayResume | None = None) -> None:
         self.spec = spec
         self.recorder = recorder
         self.objective = objective
@@ -166,32 +173,20 @@ class RecorderCallback(tune.Callback):
         self.scheduler = scheduler
         self.gpu = gpu
         self.trial_timeout = trial_timeout
-        self.key = key
         self.live: dict[int, _Live] = {}
         self.started_at: dict[int, float] = {}
-        self.finished: set[int] = set()
-        self.numbers: dict[str, int] = {}  # trial id -> number, where it is not the id's index
-        self.done_ids: set[str] = set()  # trials recorded as finished (before a crash, too)
-        self.rerun_from = budget  # numbers of re-run interrupted trials start here
-        self.interrupted_ids: set[str] = set()  # running when the last driver stopped
         self.signalled = False
+        r = resume or RayResume(path=Path(), rerun_from=budget)
+        self.finished: set[int] = set(r.finished)
+        self.numbers: dict[str, int] = dict(r.numbers)  # trial id -> number, where not the id's index
+        self.done_ids: set[str] = set(r.done)  # trials recorded as finished (before a crash, too)
+        self.rerun_from = r.rerun_from  # numbers of re-run interrupted trials start here
+        self.interrupted_ids: set[str] = set(r.running)  # running when the last driver stopped
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config into the experiment folder: the recorder (a tracker with
-        threads, the display) stays in the driver."""
-        state = dict(self.__dict__)
-        state["recorder"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """A restored callback (``Tuner.restore``) takes the new driver's objects."""
-        self.__dict__.update(state)
-        bound = LIVE.get(self.key)
-        if bound is not None:
-            self.__dict__.update({k: v for k, v in bound.items() if k != "should_stop"})
-            self.live = {}
-            self.started_at = {}
-            self.signalled = False
+        threads, the display) stays in the driver (a resumed sweep's driver makes a new callback)."""
+        return {**self.__dict__, "recorder": None}
 
     def _number(self, trial: Any) -> int:
         return self.numbers.get(trial.trial_id, trial_number(trial.trial_id))
@@ -245,7 +240,7 @@ class RecorderCallback(tune.Callback):
                 float(p.values.index(v)) if isinstance(p, ChoiceParam) else float(v))
         live.params_logged = params
         if changed:
-            self.recorder.tracker.trial_report(live.task.number, step, changed)
+            self.recorder.trial_metrics(live.task.number, step, changed)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         live = self.live.get(self._number(trial))
@@ -316,12 +311,27 @@ def _error_line(trial: Any) -> str:
     return lines[-1][:300] if lines else "the trial's process ended without a result"
 
 
+class TuneBackend(Protocol):
+    """What this driver takes from the ``--tuner ray`` backend (:class:`~harness.tuners.ray.
+    RayTuneBackend`): Tune's ``param_space``, searcher and scheduler, and, on resume, what to
+    continue from."""
+
+    scheduler: str  # its name, for the reason of a trial the scheduler stopped
+    resume: RayResume | None  # set by the backend's restore()
+
+    def param_space(self) -> dict[str, Any]: ...
+
+    def searcher(self, should_stop: Callable[[], str | None], concurrent: int) -> BudgetedSearch: ...
+
+    def make_scheduler(self) -> Any: ...
+
+
 @dataclass
 class RayTuneDriver:
     """Runs a whole sweep with Ray Tune's loop (``--tuner ray``, on ``--engine ray``)."""
 
     spec: SweepSpec
-    tuner: RayTuneTuner
+    tuner: TuneBackend
     recorder: Recorder
     objective: str
     budget: int
@@ -349,16 +359,12 @@ class RayTuneDriver:
             logging.getLogger(name).setLevel(logging.ERROR)
         # a failed trial is recorded (reason, traceback) by the recorder: not logged twice
         logging.getLogger("ray.tune.execution.tune_controller").setLevel(logging.CRITICAL)
-        spec, rec, tuner = self.spec, self.recorder, self.tuner
-        key = str((self.state_dir / "ray").resolve()) if self.state_dir is not None else uuid.uuid4().hex
+        spec, rec, backend = self.spec, self.recorder, self.tuner
+        resume = backend.resume
         callback = RecorderCallback(spec, rec, objective=self.objective, seed=self.seed, budget=self.budget,
-                                    scheduler=tuner.scheduler, gpu=bool(gpus),
-                                    trial_timeout=self.trial_timeout, key=key)
-        bound: dict[str, Any] = {"recorder": rec, "should_stop": rec.should_stop}
-        if tuner.resume is not None:  # the restored callback continues from the event log
-            bound.update(tuner.resume)
-            callback.__dict__.update(tuner.resume)
-        LIVE[key] = bound
+                                    scheduler=backend.scheduler, gpu=bool(gpus),
+                                    trial_timeout=self.trial_timeout, resume=resume)
+        search = backend.searcher(rec.should_stop, len(self.slots))
         resources: dict[str, float] = {"cpu": 1}
         if gpus:
             resources["gpu"] = 1.0 / sum(1 for s in self.slots if s == gpus[0])
@@ -373,21 +379,20 @@ class RayTuneDriver:
         storage = (self.state_dir / "ray").resolve() if self.state_dir is not None \
             else Path(tempfile.mkdtemp(prefix="harness-ray-"))
         storage.mkdir(parents=True, exist_ok=True)
-        if tuner.restore_path is not None:
+        if resume is not None:
             runner = tune.Tuner.restore(
-                str(tuner.restore_path), trainable, resume_unfinished=True, resume_errored=False,
-                restart_errored=False, param_space=param_space(spec, self.seed),
+                str(resume.path), trainable, resume_unfinished=True, resume_errored=False,
+                restart_errored=False, param_space=backend.param_space(),
             )
+            _adopt(runner, callback, search)
         else:
-            search = BudgetedSearch(points_to_evaluate=tuner.points or None, random_state=self.seed,
-                                    should_stop=rec.should_stop, key=key)
             runner = tune.Tuner(
                 trainable,
-                param_space=param_space(spec, self.seed),
+                param_space=backend.param_space(),
                 tune_config=tune.TuneConfig(
                     metric=spec.metric.name, mode="min" if spec.metric.goal == "minimize" else "max",
-                    num_samples=self.budget, search_alg=search, scheduler=tuner.make_scheduler(),
-                    max_concurrent_trials=len(self.slots), reuse_actors=True,
+                    num_samples=self.budget, search_alg=search, scheduler=backend.make_scheduler(),
+                    reuse_actors=True,  # --workers: the searcher's max_concurrent
                 ),
                 run_config=tune.RunConfig(
                     name="tune", storage_path=str(storage), callbacks=[callback], verbose=0,
@@ -399,13 +404,12 @@ class RayTuneDriver:
             runner.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still record what ran
             rec.request_stop()
-        live_callback = _the_callback(runner) or callback
         if rec.stop_reason == INTERRUPTED:
-            rec.should_stop()
-            live_callback.interrupt_running()
+            rec.mark_interrupted()
+            callback.interrupt_running()
         if rec.stats.first_dispatch is not None:
             self.startup_seconds = rec.stats.first_dispatch - t0
-        rec.stats.running = 0
+        rec.mark_stopped()
         return rec.stats
 
     def shutdown(self) -> None:
@@ -414,13 +418,15 @@ class RayTuneDriver:
             self._owns_ray = False
 
 
-def _the_callback(runner: Any) -> RecorderCallback | None:
-    """The callback Tune actually ran (a restored Tuner unpickles its own copy)."""
-    try:
-        callbacks = runner._local_tuner._run_config.callbacks or []
-    except AttributeError:
-        return None
-    return next((c for c in callbacks if isinstance(c, RecorderCallback)), None)
+def _adopt(runner: Any, callback: RecorderCallback, search: BudgetedSearch) -> None:
+    """A restored Tune experiment runs with this driver's callback and searcher: ``Tuner.restore``
+    unpickles the ones of the first run (without a recorder) and takes no new ones, so they are
+    set on the restored run's configs (private to Tune: ``_local_tuner``, which ``fit`` reads);
+    Tune then restores the saved searcher state onto ``search`` (its ``should_stop`` kept)."""
+    local = runner._local_tuner
+    local._run_config.callbacks = [c for c in local._run_config.callbacks or []
+                                   if not isinstance(c, RecorderCallback)] + [callback]
+    local._tune_config.search_alg = search
 
 
-__all__ = ["RayTuneDriver", "RecorderCallback", "run_trial"]
+__all__ = ["RayTuneDriver", "RecorderCallback", "TuneBackend", "run_trial"]

@@ -10,7 +10,7 @@ ENGINES = ("local", "ray")
 
 
 def make_engine(name: str, slots: list[str], population: int = 1, **options: Any) -> Engine:
-    """Build the engine ``name`` for the given device slots (validated by :func:`engine_slots`);
+    """Build the engine ``name`` for the given device slots (validated by :func:`harness.engines.local.device_slots`);
     ``population`` > 1: local workers run populations of that many members (engines/population.py)."""
     if name == "local":
         if population > 1:

@@ -13,10 +13,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from harness.objective import TrialPruned, load_objective
-from harness.trials import Done, Event, Report, TrialTask  # noqa: F401  (the engine's messages)
+from harness.trials import Done, Event, Report, TrialTask, metric_numbers  # noqa: F401  (the engine's messages)
 
 
 class Engine(Protocol):
+    """Where trials run. The abilities below the protocol's core have defaults here (an engine
+    class subclasses this protocol and overrides those it has), so callers never probe for them."""
+
     name: str
     startup_seconds: float  # measured by start(); printed beside the sweep's wall time
 
@@ -37,6 +40,16 @@ class Engine(Protocol):
     def stop_trial(self, number: int) -> None: ...
 
     def shutdown(self) -> None: ...
+
+    # -- optional abilities (defaults) ----------------------------------------------------------
+    def placement(self, number: int) -> tuple[str, int] | None:
+        """The population a running trial joined and its size K (child-run tags), or None when
+        the engine runs one trial per process."""
+        return None
+
+    def fill_rate(self) -> float | None:
+        """Mean members per running population / K over time, or None without populations."""
+        return None
 
 
 def _torch_cuda() -> Any:
@@ -85,7 +98,7 @@ def run_task(
     def report(step: int, metrics: Mapping[str, float]) -> None:
         nonlocal last_step
         last_step = int(step)
-        send(Report(task.number, int(step), {k: float(v) for k, v in metrics.items()}))
+        send(Report(task.number, int(step), metric_numbers(metrics)))
         if should_stop(task.number):
             raise TrialPruned(f"pruned at step {step}")
 
@@ -96,7 +109,7 @@ def run_task(
         fn = load_objective(task.objective)
         out = fn(task.config, device=device, seed=task.seed, report=report,
                  artifact_dir=task.artifact_dir)
-        metrics = {k: float(v) for k, v in dict(out or {}).items()}
+        metrics = metric_numbers(dict(out or {}))
         metrics.update(_gpu_memory())
         return Done(task.number, "ok", metrics, steps=last_step, seconds=clock() - t0, device=device)
     except TrialPruned as exc:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from harness.engines.base import Done, EngineError, Event, TrialTask, run_task
+from harness.engines.base import Done, Engine, EngineError, Event, TrialTask, run_task
 
 
 def detect_gpus() -> int:
@@ -140,7 +140,7 @@ class _Worker:
     reader: Any = None  # this worker's result pipe
 
 
-class LocalEngine:
+class LocalEngine(Engine):
     """The embedded default: a process pool on this machine."""
 
     name = "local"

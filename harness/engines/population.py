@@ -5,15 +5,26 @@ models/population.py). A worker process holds :class:`~models.population.Populat
 each of one structural signature; every member is a full trial (its own number, seed, reports,
 prune, failure and result). The engine owns the placement: ``free_slots`` counts member places
 (K per worker), ``submit`` routes a task to a running population of the same signature with a
-free place (the fullest first), else to an idle worker, else to the worker with the most free
-places, where it starts a new population beside the running one. Members join at their own
+free place on the least loaded worker (so every worker computes), else starts a new population
+on that worker beside the ones it runs. Members join at their own
 step 0 while others are midway (continuous batching) and leave when pruned, failed or done.
 
 Messages to a worker: ``("task", TrialTask, population_id)``, ``("stop", number)`` (a prune:
 the member leaves at once, its last reported step is its last), ``None`` (exit). The worker
-sends the same ``Report`` / ``Done`` events as a one-trial worker. A trial timeout fails that
-member alone (the worker drops it); a worker whose every member timed out is killed; a dead
-worker fails all of its members with the reason.
+sends the same ``Report`` / ``Done`` events as a one-trial worker.
+
+Fair time: a worker may hold populations of several sweeps at once (``harness benchmark`` runs
+its sweeps together), so a member's wall time is mostly waiting while its worker serves the
+others. A member's ``seconds`` is its own share of the work instead: each population's step
+time divided among the members it served at that step (plus its own join). ``--trial-timeout``
+counts that share, in the worker, and fails that member alone. The engine keeps a guard for a
+worker that hangs: when every member of a worker is past K x its timeout in wall time, the
+worker is killed. Each advance serves every population of the worker once, in turn, so no
+sweep's members wait on another's.
+
+A dead worker ends each of its members: ``died`` (failed) when it held one member, the suspect;
+``lost`` when it held several, which the ask/tell driver records as interrupted and runs again
+once (a killed worker fails only its members, each rerun once).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.engines.base import Done, Event, Report, TrialTask
+from harness.engines.base import Done, Event, Report, TrialTask, metric_numbers
 from harness.engines.local import LocalEngine, _die_with_parent, _prepare_worker
 
 
@@ -37,6 +48,7 @@ class _Member:
     slot: int
     t0: float
     last_step: int = 0
+    work: float = 0.0  # its share of the work so far: its populations' step times / members served
 
 
 def _population_worker_main(wid: int, slot: str, threads: int, objective: str, tasks: Any,
@@ -79,8 +91,7 @@ def run_populations(objective: str, device: str, slot: str, capacity: int,
 
     def end(number: int, status: str, **kw: Any) -> None:
         m = leave(number)
-        send(Done(number, status, steps=kw.pop("steps", m.last_step), seconds=clock() - m.t0,
-                  device=slot, **kw))
+        send(Done(number, status, steps=kw.pop("steps", m.last_step), seconds=m.work, device=slot, **kw))
 
     def join(task: TrialTask, pid: str) -> None:
         t0 = clock()
@@ -101,7 +112,7 @@ def run_populations(objective: str, device: str, slot: str, capacity: int,
             send(Done(task.number, "error", reason=f"{type(exc).__name__}: {exc}".splitlines()[0][:500],
                       traceback=tb.format_exc(), seconds=clock() - t0, device=slot))
             return
-        members[task.number] = _Member(task, pid, s, t0)
+        members[task.number] = _Member(task, pid, s, t0, work=clock() - t0)
         at[(pid, s)] = task.number
 
     while True:
@@ -124,6 +135,8 @@ def run_populations(objective: str, device: str, slot: str, capacity: int,
                 join(msg[1], msg[2])
         for pid in list(pops):
             pop = pops[pid]
+            served = [n for (p, _), n in at.items() if p == pid]
+            t0 = clock()
             try:
                 events = pop.advance()
             except Exception as exc:  # the whole population is lost; the others go on
@@ -133,6 +146,9 @@ def run_populations(objective: str, device: str, slot: str, capacity: int,
                     end(number, "error", reason=f"population failed: {reason}", traceback=trace)
                 pops.pop(pid, None)
                 continue
+            share = (clock() - t0) / max(1, len(served))
+            for number in served:
+                members[number].work += share
             for ev in events:
                 number = at.get((pid, ev.slot))
                 if number is None:
@@ -140,12 +156,16 @@ def run_populations(objective: str, device: str, slot: str, capacity: int,
                 m = members[number]
                 if ev.kind == "report":
                     m.last_step = int(ev.step)
-                    send(Report(number, int(ev.step), {k: float(v) for k, v in ev.metrics.items()}))
+                    send(Report(number, int(ev.step), metric_numbers(ev.metrics)))
                 elif ev.kind == "done":
-                    end(number, "ok", metrics={k: float(v) for k, v in ev.metrics.items()},
+                    end(number, "ok", metrics=metric_numbers(ev.metrics),
                         steps=int(ev.step) or m.last_step)
                 else:
                     end(number, "error", reason=ev.reason or "member failed", steps=int(ev.step) or m.last_step)
+            for number in served:  # --trial-timeout counts the member's own share of the work
+                m = members.get(number)
+                if m is not None and m.task.timeout is not None and m.work > m.task.timeout:
+                    end(number, "timeout", reason=f"timeout: trial exceeded {m.task.timeout:g} s")
 
 
 @dataclass
@@ -214,14 +234,17 @@ class PopulationEngine(LocalEngine):
         ready = [w for w in self._workers if w.ready and len(self._members[w.wid]) < self.population]
         if not ready:
             raise RuntimeError("submit() with no free slot")
-        best: tuple[Any, str] | None = None
-        most = -1
-        for w in ready:  # a running population of this signature with a place: the fullest
-            for pid, pop in self._pops[w.wid].items():
-                if pop.signature == sig and len(pop.numbers) < self.population and len(pop.numbers) > most:
-                    best, most = (w, pid), len(pop.numbers)
-        if best is None:  # a new population: an idle worker, else the one with the most places
-            w = min(ready, key=lambda w: len(self._members[w.wid]))
+        def joinable(w: Any) -> list[str]:  # its populations of this signature with a place
+            return [pid for pid, pop in self._pops[w.wid].items()
+                    if pop.signature == sig and len(pop.numbers) < self.population]
+
+        # the least loaded worker (every worker computes: a second core or GPU is not left idle
+        # while one worker holds every member), one that can join a population on a tie
+        w = min(ready, key=lambda w: (len(self._members[w.wid]), not joinable(w)))
+        pids = joinable(w)
+        if pids:  # join its fullest population of this signature
+            best: tuple[Any, str] = (w, max(pids, key=lambda pid: len(self._pops[w.wid][pid].numbers)))
+        else:  # a new population on that worker, beside any it runs
             self._serial += 1
             best = (w, f"{self._prefix}-{self._serial}")
             self._pops[w.wid][best[1]] = _Pop(sig)
@@ -283,30 +306,28 @@ class PopulationEngine(LocalEngine):
                             self._take(w.reader.recv(), out)
                     except (EOFError, OSError):
                         pass
+                status = "lost" if len(members) > 1 else "died"  # several: none is the suspect
                 for number in list(members):
-                    out.append(Done(number, "died", reason=f"worker died (exit code {w.proc.exitcode})",
+                    out.append(Done(number, status, reason=f"worker died (exit code {w.proc.exitcode})",
                                     seconds=now - self._started.get(number, now), device=w.slot))
                     self._forget(w.wid, number)
                 self._replace(i)
                 continue
+            # the worker times members out by their share of the work; this guards against a
+            # worker that hangs: every member past K x its timeout in wall time
             late = [n for n, t in members.items()
-                    if t.timeout is not None and now - self._started[n] > t.timeout]
-            if not late:
+                    if t.timeout is not None and now - self._started[n] > t.timeout * self.population]
+            if not late or len(late) < len(members):
                 continue
             for number in late:
                 task = members[number]
                 out.append(Done(number, "timeout", reason=f"timeout: trial exceeded {task.timeout:g} s",
-                                seconds=now - self._started[number], device=w.slot))
-            if len(late) == len(members):  # every member is late: the worker may hang; replace it
-                w.proc.kill()
-                w.proc.join(timeout=5)
-                for number in late:
-                    self._forget(w.wid, number)
-                self._replace(i)
-            else:  # the worker drops them at its next message check (messages keep their order)
-                for number in late:
-                    w.tasks.put(("stop", number, "timeout"))
-                    self._forget(w.wid, number)
+                                seconds=(now - self._started[number]) / self.population, device=w.slot))
+            w.proc.kill()
+            w.proc.join(timeout=5)
+            for number in late:
+                self._forget(w.wid, number)
+            self._replace(i)
         return out
 
     def _busy(self, w: Any) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 
 import ray
 
-from harness.engines.base import Done, EngineError, Event, TrialTask, run_task
+from harness.engines.base import Done, Engine, EngineError, Event, TrialTask, run_task
 
 DONE_GRACE_S = 2.0  # how long a result waits for reports still in flight before it is handed on
 TAIL = 64  # the last reports a trial's result carries back with it
@@ -238,7 +238,7 @@ class _Slot:
     done_at: float = 0.0
 
 
-class RayEngine:
+class RayEngine(Engine):
     """Trials as reusable Ray actors, one per slot, on a local or an existing Ray cluster."""
 
     name = "ray"

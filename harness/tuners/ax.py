@@ -1,15 +1,6 @@
 """Ax backend on ``ax.api.Client`` (the 1.x API; not the deprecated ``AxClient``).
 
-Translation from the spec, faithful or refused (never a silently changed domain):
-
-- ``float`` / ``int`` -> ``RangeParameterConfig`` with ``scaling="log"`` where the spec says
-  ``log``; a range with ``low == high`` becomes a one-value choice (Ax's fixed parameter).
-- ``choice`` -> ``ChoiceParameterConfig`` of one type (str, int, float or bool; a mix is refused).
-- ``when: {parent: value}`` -> ``ChoiceParameterConfig(dependent_parameters={value: [child]})``
-  (Ax's hierarchical search space). Ax's space is a tree, so a child active for several values
-  of its parent (``when: {method: [a, b]}``) gets one copy per value (``gamma__method_0``,
-  ``gamma__method_1``, each with the same domain) and the copies map back to ``gamma``; the set
-  of configurations is exactly the spec's. A condition on two parents is refused.
+The spec's translation (parameters, conditions, objectives) is :mod:`harness.tuners.ax_space`.
 
 Dispatch: ``ask(n)`` asks Ax for as many trials as there are free workers
 (``get_next_trials(max_trials=n)``). All ``Client`` calls run on one background thread, which
@@ -17,35 +8,44 @@ also computes the next suggestion while the workers are busy (one ahead, recompu
 tell), so a GP fit of 0.3 to 4 s does not leave a worker idle. ``report`` attaches the value at
 ``progression=step`` and asks ``should_stop_trial_early``; the answer reaches the trial at its
 next report (fire-and-forget), and a stopped trial is ``mark_trial_early_stopped`` (pruned).
-The client's state is written to ``ax.json`` in the sweep's state folder after every change of
-a trial's state (asked, stopped, finished; intermediate data goes with the next one), atomically:
-write a temporary file, then ``os.replace``. A save costs about half a second, so results are
-saved in batches; until then each told result is in ``ax.results.jsonl``, appended before
-``tell`` returns (and so before MLflow hears of it). ``restore`` replays that log onto the saved
-client, so a driver killed between a result and the next save loses nothing.
 
-This module imports Ax at module level; it is imported only for ``--tuner ax``.
+State: the client is written to ``ax.json`` in the sweep's state folder after every change of a
+trial's state (asked, stopped, finished; intermediate data goes with the next one), atomically
+(:func:`harness.files.write_atomic_via`). A save costs about half a second, so results are saved
+in batches; until then each told result is in ``ax.results.jsonl``, appended before ``tell``
+returns (and so before MLflow hears of it). That log also holds what Ax keeps nowhere (the
+trials handed out, each result's seed, seconds, value and steps, which trial re-runs which), so
+``restore`` reads the client's trials through its public ``summarize()`` and the rest from the
+log, and replays results not yet saved: a driver killed between a result and the next save
+loses nothing.
+
+Private Ax attributes still used, where ``Client`` 1.3 has no public equivalent:
+``client._experiment.trials[i].update_trial_data`` (several progressions of one trial in one
+call; the public ``attach_data`` takes one, ~30 ms each) and ``mark_abandoned(reason=SPARE)``
+(``Client.mark_trial_abandoned`` takes no reason; the reason marks a suggestion computed ahead
+and never run, which a resume, and tests/reliability/test_resume.py, tell from a pruned trial).
+
+This module imports Ax at module level (quietly: :func:`~harness.tuners.ax_space.quiet_ax_import`);
+it is imported only for ``--tuner ax``. Ax's stderr log level is set when a client is created.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import re
 import threading
 import time
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from harness.files import append_line, read_jsonl, repair_jsonl
-from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
+from harness.files import append_line, read_jsonl, repair_jsonl, write_atomic_via
+from harness.spec import SweepSpec
 from harness.trials import (
     INTERRUPTED,
     Restored,
@@ -55,217 +55,29 @@ from harness.trials import (
     interrupted_result,
     objective_values,
     resume_rule,
+    trial_seed,
+)
+from harness.tuners.ax_space import (  # noqa: F401  (check_space, domains, optimization: re-exported)
+    Translation,
+    check_space,
+    domains,
+    metric_name,
+    optimization,
+    quiet_ax_import,
+    translate,
 )
 from harness.tuners.base import Tuner, TunerError, TunerOptions, sample_uniform
 
-_disabled = logging.root.manager.disable
-logging.disable(logging.INFO)  # Ax logs INFO lines on import: keep the CLI's stderr to errors
-try:
+with quiet_ax_import():
     from ax.api import Client
-    from ax.api.configs import ChoiceParameterConfig, RangeParameterConfig
-    from ax.api.utils.instantiation.from_config import parameter_from_config
-    from ax.core.parameter import ChoiceParameter, FixedParameter, RangeParameter
     from ax.early_stopping.strategies import PercentileEarlyStoppingStrategy
     from ax.utils.common.logger import set_stderr_log_level
-finally:
-    logging.disable(_disabled)
-set_stderr_log_level(logging.ERROR)
 
 METHODS = ("fast", "quality", "random_search")
 STATE_FILE = "ax.json"
 RESULTS_FILE = "ax.results.jsonl"  # every told result, one JSON line each (a write-ahead log)
 
-AxConfig = RangeParameterConfig | ChoiceParameterConfig
-
 log = logging.getLogger("harness.ax")
-
-
-# -- translation -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AxParam:
-    """One Ax parameter: the spec parameter it stands for and the branch that activates it."""
-
-    ax_name: str
-    spec_name: str
-    config: AxConfig
-    conditions: tuple[tuple[str, Any], ...] = ()  # (parent's Ax name, value) pairs, outermost first
-
-
-@dataclass
-class Translation:
-    params: list[AxParam] = field(default_factory=list)
-
-    @property
-    def configs(self) -> list[AxConfig]:
-        return [p.config for p in self.params]
-
-    def to_spec(self, ax_params: dict[str, Any], spec: SweepSpec) -> dict[str, Any]:
-        """An Ax parameterization back in the spec's names and types (inactive ones dropped)."""
-        by_name = {p.ax_name: p for p in self.params}
-        out: dict[str, Any] = {}
-        for ax_name, value in ax_params.items():
-            if ax_name not in by_name or value is None:
-                continue
-            name = by_name[ax_name].spec_name
-            out[name] = _cast(spec.params[name], value)
-        return spec.active_params(out)
-
-    def to_ax(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Spec-named params (an active configuration) in Ax's names."""
-        out: dict[str, Any] = {}
-        for p in self.params:  # parents come before their children
-            if p.spec_name in params and all(out.get(k, _MISSING) == v for k, v in p.conditions):
-                out[p.ax_name] = params[p.spec_name]
-        return out
-
-
-_MISSING = object()
-
-
-def _cast(p: FloatParam | IntParam | ChoiceParam, value: Any) -> Any:
-    value = value.item() if hasattr(value, "item") else value  # numpy scalars from Ax
-    if isinstance(p, FloatParam):
-        return float(value)
-    if isinstance(p, IntParam):
-        return int(round(float(value)))
-    for v in p.values:  # the spec's own object
-        if v == value and isinstance(v, bool) == isinstance(value, bool):
-            return v
-    return value
-
-
-def _choice_type(name: str, values: list[Any]) -> str:
-    kinds = {("bool" if isinstance(v, bool) else "int" if isinstance(v, int) else
-              "float" if isinstance(v, float) else "str") for v in values}
-    if len(kinds) != 1:
-        raise TunerError(
-            f"params.{name}: Ax needs the values of a choice to be of one type, got "
-            f"{sorted(kinds)} in {values} (write them all as strings or all as numbers of one type)"
-        )
-    return kinds.pop()
-
-
-def _config(ax_name: str, p: FloatParam | IntParam | ChoiceParam,
-            dependents: dict[Any, list[str]] | None) -> AxConfig:
-    if isinstance(p, ChoiceParam):
-        kind = _choice_type(ax_name, p.values)
-        return ChoiceParameterConfig(
-            name=ax_name, values=list(p.values), parameter_type=kind,  # type: ignore[arg-type]
-            is_ordered=kind in ("int", "float"), dependent_parameters=dependents or None,
-        )
-    kind = "float" if isinstance(p, FloatParam) else "int"
-    if p.low == p.high:  # Ax's ranges need low < high; one value is Ax's fixed parameter
-        return ChoiceParameterConfig(name=ax_name, values=[p.low], parameter_type=kind)  # type: ignore[arg-type]
-    return RangeParameterConfig(
-        name=ax_name, bounds=(p.low, p.high), parameter_type=kind,  # type: ignore[arg-type]
-        scaling="log" if p.log else "linear",
-    )
-
-
-def translate(spec: SweepSpec) -> Translation:
-    """The spec as Ax parameter configs; :class:`TunerError` (one line) when Ax cannot express it."""
-    children: dict[str, dict[Any, list[str]]] = {}  # parent -> value -> children
-    for name, p in spec.params.items():
-        if not p.when:
-            continue
-        if len(p.when) > 1:
-            parents = ", ".join(p.when)
-            raise TunerError(
-                f"params.{name}.when names {len(p.when)} parents ({parents}): Ax's hierarchical "
-                "search space is a tree with one parent per parameter; nest the conditions or "
-                "use --tuner optuna, ray or random"
-            )
-        ((parent, allowed),) = p.when.items()
-        for value in allowed if isinstance(allowed, list) else [allowed]:
-            children.setdefault(parent, {}).setdefault(value, []).append(name)
-
-    out = Translation()
-    taken = set(spec.params)
-
-    def emit(name: str, ax_name: str, conditions: tuple[tuple[str, Any], ...]) -> None:
-        p = spec.params[name]
-        branches = children.get(name, {})
-        plan: list[tuple[Any, str, str]] = []  # (value, child, child's Ax name)
-        dependents: dict[Any, list[str]] = {}
-        for i, value in enumerate(getattr(p, "values", [])):
-            for child in branches.get(value, []):
-                several = sum(child in kids for kids in branches.values()) > 1
-                child_ax = f"{child}{ax_name[len(name):]}" + (f"__{name}_{i}" if several else "")
-                if child_ax != child and child_ax in taken:
-                    raise TunerError(
-                        f"params.{child}: its Ax copy name '{child_ax}' clashes with another "
-                        "parameter; rename one of them"
-                    )
-                taken.add(child_ax)
-                plan.append((value, child, child_ax))
-                dependents.setdefault(value, []).append(child_ax)
-        out.params.append(AxParam(ax_name, name, _config(ax_name, p, dependents), conditions))
-        for value, child, child_ax in plan:
-            emit(child, child_ax, (*conditions, (ax_name, value)))
-
-    for name in spec.order():
-        if not spec.params[name].when:
-            emit(name, name, ())
-    return out
-
-
-def check_space(spec: SweepSpec) -> None:
-    """Raise :class:`TunerError` when Ax cannot express the space (for ``prepare``)."""
-    tr = translate(spec)
-    from ax.core.search_space import SearchSpace
-    from ax.exceptions.core import UserInputError
-
-    try:
-        SearchSpace(parameters=[parameter_from_config(c) for c in tr.configs])
-    except (UserInputError, ValueError) as exc:
-        raise TunerError(f"Ax cannot express this space: {str(exc).splitlines()[0]}") from None
-
-
-def domains(spec: SweepSpec) -> dict[str, tuple[Any, ...]]:
-    """Each spec parameter's domain as Ax's own parameter objects hold it (for the contract test).
-
-    ``("float"|"int", low, high, log)`` or ``("choice", values)``; every copy of a parameter
-    (one per parent value) must carry the same domain, which is checked here.
-    """
-    out: dict[str, tuple[Any, ...]] = {}
-    for p in translate(spec).params:
-        core = parameter_from_config(p.config)
-        if isinstance(core, RangeParameter):
-            kind = "int" if core.parameter_type.name == "INT" else "float"
-            dom: tuple[Any, ...] = (kind, core.lower, core.upper, bool(core.log_scale))
-        elif isinstance(core, FixedParameter):
-            sp = spec.params[p.spec_name]
-            dom = (sp.type, core.value, core.value, bool(getattr(sp, "log", False))) \
-                if not isinstance(sp, ChoiceParam) else ("choice", [core.value])
-        else:
-            assert isinstance(core, ChoiceParameter)
-            dom = ("choice", sorted(core.values, key=repr))
-        if p.spec_name in out and out[p.spec_name] != dom:
-            raise AssertionError(f"{p.spec_name}: Ax copies differ: {out[p.spec_name]} vs {dom}")
-        out[p.spec_name] = dom
-    return out
-
-
-def _metric_name(name: str) -> str:
-    """Ax parses the objective string: keep the metric name an identifier."""
-    safe = re.sub(r"\W", "_", name)
-    return safe if safe and not safe[0].isdigit() else f"m_{safe}"
-
-
-def optimization(spec: SweepSpec) -> dict[str, Any]:
-    """``configure_optimization``'s arguments: one objective, or several as Ax's comma-separated
-    string (``"-branin, -currin"``: a leading minus minimizes). With several, the spec's reference
-    point becomes Ax's objective thresholds: in ax-platform 1.3 an outcome constraint on an
-    objective metric of a multi-objective string is turned into its objective threshold
-    (``ax.api.utils.instantiation.from_string.optimization_config_from_string``)."""
-    terms = [("-" if m.goal == "minimize" else "") + _metric_name(m.name) for m in spec.metrics]
-    out: dict[str, Any] = {"objective": ", ".join(terms)}
-    if spec.multi and all(m.reference is not None for m in spec.metrics):
-        out["outcome_constraints"] = [
-            f"{_metric_name(m.name)} {'<=' if m.goal == 'minimize' else '>='} {float(m.reference):.17g}"  # type: ignore[arg-type]
-            for m in spec.metrics
-        ]
-    return out
 
 
 def early_stopping_strategy(min_curves: int = 4) -> PercentileEarlyStoppingStrategy:
@@ -280,8 +92,7 @@ def early_stopping_strategy(min_curves: int = 4) -> PercentileEarlyStoppingStrat
 
 # -- the tuner ---------------------------------------------------------------------------------
 SPARE = "harness: computed ahead, never asked for"
-REQUEUE = "harness_requeue_of"  # run metadata of an interrupted trial's second run
-PRUNED_EARLY = "harness: pruned before its first report"  # abandoned: Ax's stop needs data
+OPEN = ("RUNNING", "CANDIDATE", "STAGED")  # Ax's states of a trial that has not ended
 
 
 class AxTuner(Tuner):
@@ -308,7 +119,7 @@ class AxTuner(Tuner):
         self.spec = spec
         self.client = client
         self.tr = translation
-        self.metric = _metric_name(spec.metric.name)
+        self.metric = metric_name(spec.metric.name)
         self.state_path = state_path
         self.budget = budget
         self.seed = seed
@@ -317,9 +128,11 @@ class AxTuner(Tuner):
         self.fallbacks = 0  # suggestions drawn at random because Ax could not generate one
         self.saves = 0
         self.stop_checks = 0
-        trials = client._experiment.trials.values()
-        self._generated = sum(1 for t in trials if not _is_spare(t))  # toward the budget
-        self._completed_curves = sum(1 for t in trials if t.status.name == "COMPLETED")
+        # each trial's Ax status and reason, read once through the public summary, then kept
+        # current here (this tuner makes every change of state)
+        self._trials = _trial_table(client, translation)
+        self._generated = sum(1 for t in self._trials.values() if t.reason != SPARE)  # toward the budget
+        self._completed_curves = sum(1 for t in self._trials.values() if t.status == "COMPLETED")
         self._cv = threading.Condition()
         self._events: list[tuple[Any, ...]] = []  # for the thread: ("data", ...) / ("tell", r)
         self._first: deque[Suggestion] = deque()  # enqueued configurations, asked for first
@@ -412,9 +225,11 @@ class AxTuner(Tuner):
         """Evaluate ``params`` before Ax's own suggestions (attached as a trial of its own)."""
         if self._thread is not None:
             raise TunerError("enqueue() after the sweep started")
-        idx = self.client.attach_trial(self.tr.to_ax(params))
-        if requeue_of is not None:
-            self.client._experiment.trials[idx].update_run_metadata({REQUEUE: requeue_of})
+        ax_params = self.tr.to_ax(params)
+        idx = self.client.attach_trial(ax_params)
+        self._trials[idx] = _Trial("RUNNING", None, ax_params)
+        if requeue_of is not None:  # written ahead, so a second resume does not queue it again
+            self._log({"event": "requeued", "number": idx, "of": requeue_of})
         self._first.append(Suggestion(idx, self.spec.active_params(params)))
         self._generated += 1
         self._save()
@@ -425,31 +240,36 @@ class AxTuner(Tuner):
         if self._thread is not None:
             raise TunerError("restore() after the sweep started")
         results: list[TrialResult] = []
-        asked, told = self._read_log()
+        asked, told, done = self._read_log()
         for r in told:  # told, but maybe not saved before the driver died
             self._finish(r)
-        trials = self.client._experiment.trials
-        for idx, trial in trials.items():  # computed ahead, never handed out: not interrupted
-            if (asked is not None and idx not in asked and trial.status.name in ("RUNNING", "CANDIDATE", "STAGED")):
-                trial.mark_abandoned(reason=SPARE)
-        done = {t.run_metadata.get(REQUEUE) for t in trials.values() if not _is_spare(t)}
-        for idx, trial in sorted(trials.items()):
-            if _is_spare(trial) or trial.arm is None:
+        runs = {r.number: r for r in told}  # value, steps, metrics, seed and seconds of each result
+        for idx, t in self._trials.items():  # computed ahead, never handed out: not interrupted
+            if asked is not None and idx not in asked and t.status in OPEN:
+                self._abandon(idx)
+        for idx, t in sorted(self._trials.items()):
+            if t.reason == SPARE:
                 continue
-            params = self.tr.to_spec(dict(trial.arm.parameters), self.spec)
-            status = trial.status.name
-            if status in ("RUNNING", "CANDIDATE", "STAGED") or trial.status_reason == INTERRUPTED:
-                if status != "FAILED":
+            params = self.tr.to_spec(t.params, self.spec)
+            told_run = runs.get(idx)
+            seed = told_run.seed if told_run is not None else trial_seed(self.seed, idx)
+            if t.status in OPEN or t.reason == INTERRUPTED:
+                if t.status != "FAILED":
                     self.client.mark_trial_failed(idx, failed_reason=INTERRUPTED)
-                results.append(interrupted_result(idx, params))
+                    self._trials[idx] = _Trial("FAILED", INTERRUPTED, t.params)
+                results.append(interrupted_result(idx, params, seed=seed,
+                                                  seconds=told_run.seconds if told_run is not None else 0.0))
                 continue
             state = {"COMPLETED": TrialState.COMPLETE, "EARLY_STOPPED": TrialState.PRUNED,
-                     "ABANDONED": TrialState.PRUNED}.get(status, TrialState.FAILED)
-            value, steps = self._last_value(idx)
-            reason = trial.status_reason if state is TrialState.FAILED else None
-            metrics = self._final_metrics(idx) if self.spec.multi and state is TrialState.COMPLETE else {}
-            results.append(TrialResult(idx, params, state, value=value, steps=steps, reason=reason,
-                                       metrics=metrics, seconds=float(metrics.get("seconds", 0.0))))
+                     "ABANDONED": TrialState.PRUNED}.get(t.status, TrialState.FAILED)
+            if told_run is None:  # finished in ax.json, never told: a sweep of an older harness
+                results.append(TrialResult(idx, params, state, seed=seed,
+                                           reason=t.reason if state is TrialState.FAILED else None))
+                continue
+            metrics = told_run.metrics if self.spec.multi and state is TrialState.COMPLETE else {}
+            results.append(TrialResult(idx, params, state, value=told_run.value, steps=told_run.steps, seed=seed,
+                                       reason=told_run.reason if state is TrialState.FAILED else None,
+                                       metrics=metrics, seconds=told_run.seconds))
         requeue: list[TrialResult] = []
         out = resume_rule(results, done, requeue.append)
         self._generated = len(out.finished)
@@ -562,7 +382,8 @@ class AxTuner(Tuner):
                     continue
                 if len(batch) == 1:
                     self.client.attach_data(number, batch[0][1], progression=batch[0][0])
-                else:  # what attach_data does, for several progressions at once (~30 ms a call)
+                else:  # what attach_data does, for several progressions at once (~30 ms a call;
+                    # Client 1.3 has no public call for several: the one private use kept here)
                     self.client._experiment.trials[number].update_trial_data(raw_data=batch)
                 self._with_data.add(number)
                 fresh.add(number)
@@ -580,22 +401,30 @@ class AxTuner(Tuner):
         return changed
 
     def _finish(self, r: TrialResult) -> None:
-        if self._status(r.number) not in ("RUNNING", "CANDIDATE", "STAGED"):
+        t = self._trials.get(r.number)
+        if t is None or t.status not in OPEN:
             return
         if r.state is TrialState.COMPLETE:
             assert r.value is not None
             self.client.complete_trial(r.number, raw_data=self._raw_data(r), progression=r.steps)
             self._completed_curves += 1
+            status, reason = "COMPLETED", None
         elif r.state is TrialState.PRUNED and r.number in self._with_data:
             self.client.mark_trial_early_stopped(r.number)
+            status, reason = "EARLY_STOPPED", None
         elif r.state is TrialState.PRUNED and r.value is not None and math.isfinite(r.value) and r.steps > 0:
             # reports not attached yet (a replayed result): its last one is enough for Ax
             self.client.attach_data(r.number, {self.metric: float(r.value)}, progression=r.steps)
             self.client.mark_trial_early_stopped(r.number)
-        elif r.state is TrialState.PRUNED:  # Ax needs data for EARLY_STOPPED
-            self.client._experiment.trials[r.number].mark_abandoned(reason=PRUNED_EARLY)
+            status, reason = "EARLY_STOPPED", None
+        elif r.state is TrialState.PRUNED:  # Ax needs data for EARLY_STOPPED: pruned before its first report
+            self.client.mark_trial_abandoned(r.number)
+            status, reason = "ABANDONED", None
         else:
-            self.client.mark_trial_failed(r.number, failed_reason=(r.reason or "failed")[:500])
+            reason = (r.reason or "failed")[:500]
+            self.client.mark_trial_failed(r.number, failed_reason=reason)
+            status = "FAILED"
+        self._trials[r.number] = _Trial(status, reason, t.params)
 
     def _generate(self, n: int) -> list[Suggestion]:
         try:
@@ -604,10 +433,14 @@ class AxTuner(Tuner):
             log.warning("Ax could not generate trials (%s); drawing at random", str(exc)[:200])
             trials = {}
         got = [Suggestion(idx, self.tr.to_spec(dict(p), self.spec)) for idx, p in sorted(trials.items())]
+        for idx, p in trials.items():
+            self._trials[idx] = _Trial("RUNNING", None, dict(p))
         while len(got) < n:  # Ax gave fewer (a spent discrete space, a failed fit): keep workers fed
             rng = np.random.default_rng([self.seed, 7, self._generated + len(got)])
             params = sample_uniform(self.spec, rng)
-            idx = self.client.attach_trial(self.tr.to_ax(params))
+            ax_params = self.tr.to_ax(params)
+            idx = self.client.attach_trial(ax_params)
+            self._trials[idx] = _Trial("RUNNING", None, ax_params)
             got.append(Suggestion(idx, params))
             self.fallbacks += 1
         return got
@@ -625,7 +458,14 @@ class AxTuner(Tuner):
             self._first.clear()
             self._ready.clear()
         for s in spares:
-            self.client._experiment.trials[s.number].mark_abandoned(reason=SPARE)
+            self._abandon(s.number)
+
+    def _abandon(self, number: int) -> None:
+        """A suggestion never run: abandoned with the reason SPARE, which ``Client``'s public
+        ``mark_trial_abandoned`` cannot give (the other private use kept: the reason tells a
+        resume, and anyone reading ax.json, that the trial does not count)."""
+        self.client._experiment.trials[number].mark_abandoned(reason=SPARE)
+        self._trials[number] = _Trial("ABANDONED", SPARE, self._trials[number].params)
 
     def _raw_data(self, r: TrialResult) -> dict[str, float]:
         """A complete trial's objective values in Ax's metric names (all of them when several)."""
@@ -633,35 +473,15 @@ class AxTuner(Tuner):
             return {self.metric: float(r.value)}  # type: ignore[arg-type]
         values = objective_values(r, [m.name for m in self.spec.metrics])
         assert values is not None, f"trial {r.number}: complete without every objective"
-        return {_metric_name(m.name): v for m, v in zip(self.spec.metrics, values, strict=True)}
-
-    def _final_metrics(self, number: int) -> dict[str, float]:
-        """A complete multi-objective trial's values read back (resume), in the spec's names."""
-        df = self.client._experiment.lookup_data(trial_indices=[number]).full_df
-        out: dict[str, float] = {}
-        for m in self.spec.metrics:
-            rows = df[df["metric_name"] == _metric_name(m.name)]
-            if not rows.empty:
-                out[m.name] = float(rows.sort_values("step").iloc[-1]["mean"]) if "step" in rows else \
-                    float(rows.iloc[-1]["mean"])
-        return out
+        return {metric_name(m.name): v for m, v in zip(self.spec.metrics, values, strict=True)}
 
     def _status(self, number: int) -> str | None:
-        trial = self.client._experiment.trials.get(number)
-        return None if trial is None else trial.status.name
-
-    def _last_value(self, number: int) -> tuple[float | None, int]:
-        df = self.client._experiment.lookup_data(trial_indices=[number]).full_df
-        df = df[df["metric_name"] == self.metric]
-        if df.empty:
-            return None, 0
-        row = df.sort_values("step").iloc[-1]
-        step = row.get("step", 0)
-        return float(row["mean"]), int(step) if step == step else 0  # NaN: no progression
+        t = self._trials.get(number)
+        return None if t is None else t.status
 
     def _log_result(self, r: TrialResult) -> None:
         rec: dict[str, Any] = {"event": "told", "number": r.number, "state": r.state.value, "value": r.value,
-                               "steps": r.steps, "reason": r.reason}
+                               "steps": r.steps, "reason": r.reason, "seed": r.seed, "seconds": r.seconds}
         if self.spec.multi and r.state is TrialState.COMPLETE:
             rec["metrics"] = dict(zip([m.name for m in self.spec.metrics],
                                       objective_values(r, [m.name for m in self.spec.metrics]) or [], strict=False))
@@ -671,41 +491,65 @@ class AxTuner(Tuner):
         if self.state_path is not None:
             append_line(self.state_path.with_name(RESULTS_FILE), record)
 
-    def _read_log(self) -> tuple[set[int] | None, list[TrialResult]]:
-        """The trials handed to the sweep (None: no log) and the results told, in order."""
+    def _read_log(self) -> tuple[set[int] | None, list[TrialResult], set[int]]:
+        """The trials handed to the sweep (None: no log), the results told, in order, and the
+        trials whose re-run is queued already."""
         path = self.state_path.with_name(RESULTS_FILE) if self.state_path is not None else None
         if path is None or not path.exists():
-            return None, []
+            return None, [], set()
         asked: set[int] = set()
         told: list[TrialResult] = []
-        trials = self.client._experiment.trials
+        requeued: set[int] = set()
         repair_jsonl(path)  # a line cut short by a crash mid-write is moved aside
         for rec in read_jsonl(path):
             if rec.get("event") == "asked":
                 asked.update(rec["numbers"])
                 continue
-            trial = trials.get(rec["number"])
-            if trial is None or trial.arm is None:
+            if rec.get("event") == "requeued":
+                requeued.add(int(rec["of"]))
                 continue
-            params = self.tr.to_spec(dict(trial.arm.parameters), self.spec)
+            t = self._trials.get(rec["number"])
+            if t is None:
+                continue
+            params = self.tr.to_spec(t.params, self.spec)
             told.append(TrialResult(rec["number"], params, TrialState(rec["state"]), value=rec["value"],
                                     steps=int(rec["steps"] or 0), reason=rec["reason"],
-                                    metrics=dict(rec.get("metrics") or {})))
-        return asked, told
+                                    metrics=dict(rec.get("metrics") or {}),
+                                    seed=int(rec.get("seed", trial_seed(self.seed, rec["number"]))),
+                                    seconds=float(rec.get("seconds", 0.0))))
+        return asked, told, requeued
 
     def _save(self) -> None:
-        """The client as JSON, atomically (write a temporary file, then os.replace)."""
+        """The client as JSON, atomically (a uniquely named temporary file, then os.replace)."""
         if self.state_path is None:
             return
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        self.client.save_to_json_file(str(tmp))
-        os.replace(tmp, self.state_path)
+        write_atomic_via(self.state_path, lambda tmp: self.client.save_to_json_file(str(tmp)))
         self.saves += 1
 
 
-def _is_spare(trial: Any) -> bool:
-    return trial.status.name == "ABANDONED" and trial.status_reason == SPARE
+@dataclass(frozen=True)
+class _Trial:
+    """One Ax trial as this tuner tracks it: Ax's status name, its reason, its Ax parameters."""
+
+    status: str
+    reason: str | None
+    params: dict[str, Any]
+
+
+def _trial_table(client: Client, tr: Translation) -> dict[int, _Trial]:
+    """Every trial of the client, through its public ``summarize()`` (one row per trial; an
+    inactive conditional parameter is NaN there and left out here)."""
+    df = client.summarize()
+    if df.empty:
+        return {}
+    names = [p.ax_name for p in tr.params if p.ax_name in df.columns]
+    out: dict[int, _Trial] = {}
+    for row in df.to_dict("records"):
+        reason = row.get("status_reason")
+        params = {n: row[n] for n in names if not (isinstance(row[n], float) and math.isnan(row[n]))}
+        out[int(row["trial_index"])] = _Trial(str(row["trial_status"]),
+                                              reason if isinstance(reason, str) else None, params)
+    return out
 
 
 def pin_threads() -> None:

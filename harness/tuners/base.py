@@ -46,6 +46,7 @@ class TunerOptions:
     budget: int | None = None  # the sweep's number of trials (Ray Tune numbers re-runs past it)
     scheduler: str | None = None  # Ray Tune's scheduler
     ax_method: str | None = None  # Ax's generation strategy
+    population_size: int | None = None  # Optuna NSGA-II's population (None: Optuna's 50)
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific knobs (plugins, max_t, ...)
 
 

@@ -35,6 +35,7 @@ from harness.trials import (
     TrialState,
     objective_values,
     resume_rule,
+    trial_seed,
 )
 from harness.tuners.base import Tuner, TunerError, TunerOptions
 
@@ -86,7 +87,13 @@ def distributions(spec: SweepSpec) -> dict[str, BaseDistribution]:
     return out
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+def population_size(options: TunerOptions) -> Any:
+    """NSGA-II's population size as given (checked by :meth:`OptunaTuner.check`): the typed
+    option, else ``tuner_options["population_size"]``; None: Optuna's default of 50."""
+    return options.population_size if options.population_size is not None else options.extra.get("population_size")
+
+
+def make_sampler(name: str, seed: int, population: int | None = None) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     if name == "random":
@@ -95,8 +102,8 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.GPSampler(seed=seed)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "nsga2":  # a first generation of population_size random trials, then evolution
+        return optuna.samplers.NSGAIISampler(seed=seed, **({"population_size": population} if population else {}))
     raise TunerError(f"--sampler {name}: unknown sampler (use one of {', '.join(SAMPLERS)})")
 
 
@@ -160,6 +167,7 @@ OWNER_ATTR = "harness_owner"
 
 
 STEPS_ATTR = "harness_steps"  # a multi-objective trial's steps (it has no intermediate values)
+RUN_ATTR = "harness_run"  # {"seed", "seconds"} of a finished trial, read back on resume
 
 
 def _steps(trial: optuna.trial.FrozenTrial) -> int:
@@ -188,7 +196,7 @@ def _owner(state_dir: Path | None) -> str | None:
 class OptunaTuner(Tuner):
     name = "optuna"
     resumable = True
-    takes = ("sampler", "pruner", "storage")
+    takes = ("sampler", "pruner", "storage", "population_size")
 
     @classmethod
     def check(cls, spec: SweepSpec, options: TunerOptions) -> None:
@@ -199,14 +207,22 @@ class OptunaTuner(Tuner):
         if spec.multi and options.pruner != "none":
             raise TunerError(f"--pruner {options.pruner}: Optuna cannot prune a study with several objectives "
                              f"({', '.join(m.name for m in spec.metrics)}); use --pruner none")
+        size = population_size(options)
+        if size is not None:
+            if options.sampler != "nsga2":
+                raise TunerError(f"--population-size {size}: only --sampler nsga2 has a population "
+                                 f"(got --sampler {options.sampler})")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+                raise TunerError(f"--population-size {size}: must be a whole number >= 2 (NSGA-II crosses two parents)")
         if spec.multi and options.sampler not in MULTI_SAMPLERS:
             raise TunerError(f"--sampler {options.sampler}: takes one objective; with several use one of "
                              f"{', '.join(MULTI_SAMPLERS)}")
 
     def __init__(self, spec: SweepSpec, study: optuna.Study, state_dir: Path | None = None,
-                 lost: _RetryAndRecord | None = None) -> None:
+                 lost: _RetryAndRecord | None = None, seed: int = 0) -> None:
         self.spec = spec
         self.study = study
+        self.seed = seed  # the sweep's seed: a trial's seed when its record lacks one
         self._lost = lost  # other processes' trials this one found dead
         self.dists = distributions(spec)
         self._trials: dict[int, optuna.Trial] = {}
@@ -234,7 +250,8 @@ class OptunaTuner(Tuner):
     @classmethod
     def from_spec(cls, spec: SweepSpec, options: TunerOptions) -> OptunaTuner:
         optuna.logging.set_verbosity(logging.WARNING)
-        sampler = make_sampler(options.sampler, options.seed)
+        population = population_size(options)
+        sampler = make_sampler(options.sampler, options.seed, population)
         pruner = make_pruner(options.pruner)
         storage = make_storage(options.storage, options.state_dir)
         study = optuna.create_study(
@@ -247,9 +264,9 @@ class OptunaTuner(Tuner):
         )
         n = len(study.get_trials(deepcopy=False))
         if n:  # resumed or shared: a sampler restarted from the same seed would replay its draws
-            study.sampler = make_sampler(options.sampler, (options.seed + 1_000_003 * n) % 2**31)
+            study.sampler = make_sampler(options.sampler, (options.seed + 1_000_003 * n) % 2**31, population)
         callback = getattr(storage, "heartbeat_stale_trial_callback", None)
-        return cls(spec, study, state_dir=options.state_dir,
+        return cls(spec, study, state_dir=options.state_dir, seed=options.seed,
                    lost=callback if isinstance(callback, _RetryAndRecord) else None)
 
     def enqueue(self, params: dict[str, Any]) -> None:
@@ -306,8 +323,14 @@ class OptunaTuner(Tuner):
             except RuntimeError:  # already finished by the heartbeat check
                 if not skip:
                     raise
-        if self.spec.multi and not isinstance(trial, int):  # no intermediate values: keep the steps
-            trial.set_user_attr(STEPS_ATTR, result.steps)
+        if not isinstance(trial, int):
+            try:  # what a resume reads back besides Optuna's own record
+                trial.set_user_attr(RUN_ATTR, {"seed": result.seed, "seconds": result.seconds})
+                if self.spec.multi:  # no intermediate values: keep the steps
+                    trial.set_user_attr(STEPS_ATTR, result.steps)
+            except RuntimeError:  # already finished by the heartbeat check
+                if not skip:
+                    raise
         if result.state is TrialState.COMPLETE and self.spec.multi:
             values = objective_values(result, [m.name for m in self.spec.metrics])
             self.study.tell(trial, values, skip_if_finished=skip)
@@ -374,8 +397,10 @@ class OptunaTuner(Tuner):
             values = t.values if t.state == OptunaState.COMPLETE and t.values else None
             value = values[0] if values else t.intermediate_values.get(steps)
             metrics = dict(zip([m.name for m in self.spec.metrics], values, strict=True)) if values else {}
+            run = t.user_attrs.get(RUN_ATTR) or {}  # absent: interrupted, or a sweep of an older harness
             result = TrialResult(t.number, dict(t.params), state, value=value, steps=steps, metrics=metrics,
-                                 seconds=float(metrics.get("seconds", 0.0)),
+                                 seconds=float(run.get("seconds", metrics.get("seconds", 0.0))),
+                                 seed=int(run.get("seed", trial_seed(self.seed, t.number))),
                                  reason=INTERRUPTED if interrupted else None)
             results.append(result)
         return resume_rule(results, requeued, lambda r: self.study.enqueue_trial(

@@ -18,6 +18,7 @@ from harness.trials import (
     TrialState,
     objective_values,
     resume_rule,
+    trial_seed,
 )
 from harness.tuners.base import Tuner, TunerError, TunerOptions, sample_uniform
 
@@ -86,7 +87,8 @@ class RandomTuner(Tuner):
 
     def tell(self, result: TrialResult) -> None:
         rec = self._trials.setdefault(result.number, {"params": result.params})
-        rec.update(state=result.state.value, value=result.value, reason=result.reason, steps=result.steps)
+        rec.update(state=result.state.value, value=result.value, reason=result.reason, steps=result.steps,
+                   seed=result.seed, seconds=result.seconds)
         if self.spec.multi and result.state is TrialState.COMPLETE:  # every objective, for a resumed front
             names = [m.name for m in self.spec.metrics]
             rec["metrics"] = dict(zip(names, objective_values(result, names) or [], strict=False))
@@ -102,7 +104,8 @@ class RandomTuner(Tuner):
             metrics = dict(rec.get("metrics") or {})
             results.append(TrialResult(number, rec["params"], TrialState(rec["state"]), value=rec.get("value"),
                                        reason=rec.get("reason"), steps=rec.get("steps", 0), metrics=metrics,
-                                       seconds=float(metrics.get("seconds", 0.0))))
+                                       seconds=float(rec.get("seconds", metrics.get("seconds", 0.0))),
+                                       seed=int(rec.get("seed", trial_seed(self.seed, number)))))
         out = resume_rule(results, requeued, lambda r: self._queue.append((dict(r.params), r.number)))
         self._save()
         return out

@@ -1,4 +1,4 @@
-"""Ray Tune backend, the proposing half: domains, Tune's searcher and schedulers, restore.
+"""Ray Tune backend, the proposing half: domains, Tune's searcher and schedulers, resume.
 
 Ray Tune owns its loop and trial placement, so it is driven by its own driver
 (:mod:`harness.drivers.ray_tune`, ``--tuner ray`` implies ``--engine ray``), which hands every
@@ -17,11 +17,17 @@ trial event to the same recorder as the ask/tell driver. This file only proposes
   (or ``epochs``, ``iterations``; ``tuner_options['max_t']`` overrides). HyperBand and PBT
   pause and restart trials: a trainer that saves ``artifact_dir/checkpoint.pt``
   (``TrialContext.save``) gets it back (``TrialContext.load``); one that does not starts over.
+- Resume: Tune's experiment folder, plus what the recorder's event log says finished and what
+  was running (:func:`harness.events.read_events`), handed to the driver as a :class:`RayResume`.
+
+:class:`RayTuneBackend` is not a :class:`~harness.tuners.base.Tuner`: nothing asks it for a trial.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +36,21 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform
 
-from harness.files import read_jsonl, repair_jsonl
+from harness.events import read_events
+from harness.files import repair_jsonl
 from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
-from harness.trials import EVENT_LOG, Restored, TrialResult, interrupted_result
-from harness.tuners.base import Tuner, TunerError, TunerOptions
+from harness.trials import (
+    EVENT_LOG,
+    INTERRUPTED,
+    Progress,
+    Restored,
+    TrialResult,
+    interrupted_result,
+)
+from harness.tuners.base import TunerError, TunerOptions
 
 SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
-LOG_FILE = EVENT_LOG  # the recorder's write-ahead log: what started and finished, by Tune trial id
-
-# Driver-side objects, by sweep: Tune pickles its callbacks and searcher into the experiment
-# folder and ``Tuner.restore`` unpickles them, so a restored one finds the live ones here.
-LIVE: dict[str, dict[str, Any]] = {}
+PAUSING = ("hyperband", "pbt")  # schedulers that pause trials and run waiting ones meanwhile
 STEP_KEYS = ("steps", "epochs", "iterations", "n_iters", "num_steps", "max_steps")
 
 
@@ -116,34 +126,42 @@ def max_steps(spec: SweepSpec, extra: Mapping[str, Any]) -> int:
     return 100
 
 
-def make_scheduler(name: str, spec: SweepSpec, extra: Mapping[str, Any], seed: int) -> Any:
-    from ray.tune.schedulers import (
-        ASHAScheduler,
-        FIFOScheduler,
-        HyperBandScheduler,
-        PopulationBasedTraining,
-    )
-
+def scheduler_settings(name: str, spec: SweepSpec, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of Tune's scheduler ``name`` (``SCHEDULER_CLASSES[name]``): their time
+    axis is the trainer's ``step``, their budget :func:`max_steps`; ``extra`` may set
+    ``grace_period`` (ASHA, default a tenth of ``max_t``), ``reduction_factor`` (3) and
+    ``perturbation_interval`` (PBT, a quarter of ``max_t``). ASHA: Li et al. 2020, "A System for
+    Massively Parallel Hyperparameter Tuning"; HyperBand: Li et al. 2018, JMLR 18(185); PBT:
+    Jaderberg et al. 2017, arXiv:1711.09846."""
+    if name not in SCHEDULERS:
+        raise TunerError(f"--scheduler {name}: unknown scheduler (use one of {', '.join(SCHEDULERS)})")
+    if name == "fifo":
+        return {}
     max_t = max_steps(spec, extra)
     rf = float(extra.get("reduction_factor", 3))
-    if name == "fifo":
-        return FIFOScheduler()
     if name == "asha":
-        grace = int(extra.get("grace_period", max(1, max_t // 10)))
-        return ASHAScheduler(time_attr="step", max_t=max_t, grace_period=grace,
-                             reduction_factor=rf, stop_last_trials=False)
+        return {"time_attr": "step", "max_t": max_t, "reduction_factor": rf, "stop_last_trials": False,
+                "grace_period": int(extra.get("grace_period", max(1, max_t // 10)))}
     if name == "hyperband":
-        return HyperBandScheduler(time_attr="step", max_t=max_t, reduction_factor=rf,
-                                  stop_last_trials=False)
-    if name == "pbt":
-        mutations = {n: ray_domain(p) for n, p in spec.params.items() if not p.when}
-        if not mutations:
-            raise TunerError("--scheduler pbt: the space has no unconditional parameter to mutate")
-        return PopulationBasedTraining(
-            time_attr="step", perturbation_interval=int(extra.get("perturbation_interval", max(1, max_t // 4))),
-            hyperparam_mutations=mutations, quantile_fraction=0.25, require_attrs=True,
-        )
-    raise TunerError(f"--scheduler {name}: unknown scheduler (use one of {', '.join(SCHEDULERS)})")
+        return {"time_attr": "step", "max_t": max_t, "reduction_factor": rf, "stop_last_trials": False}
+    mutations = {n: ray_domain(p) for n, p in spec.params.items() if not p.when}
+    if not mutations:
+        raise TunerError("--scheduler pbt: the space has no unconditional parameter to mutate")
+    return {"time_attr": "step", "hyperparam_mutations": mutations, "quantile_fraction": 0.25,
+            "require_attrs": True,
+            "perturbation_interval": int(extra.get("perturbation_interval", max(1, max_t // 4)))}
+
+
+SCHEDULER_CLASSES = {"fifo": "FIFOScheduler", "asha": "ASHAScheduler",
+                     "hyperband": "HyperBandScheduler", "pbt": "PopulationBasedTraining"}
+
+
+def make_scheduler(name: str, spec: SweepSpec, extra: Mapping[str, Any]) -> Any:
+    """Tune's scheduler ``name`` built from :func:`scheduler_settings`."""
+    from ray.tune import schedulers
+
+    settings = scheduler_settings(name, spec, extra)
+    return getattr(schedulers, SCHEDULER_CLASSES[name])(**settings)
 
 
 def trial_number(trial_id: str) -> int:
@@ -152,62 +170,128 @@ def trial_number(trial_id: str) -> int:
     return int(tail) if tail.isdigit() else abs(hash(trial_id)) % 1_000_000_000
 
 
-def read_log(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The event log by Tune trial id: its last ``started`` record, and its ``finished`` one
-    (a torn last line, cut by a kill, is moved aside first)."""
-    repair_jsonl(path)
-    started: dict[str, dict[str, Any]] = {}
-    finished: dict[str, dict[str, Any]] = {}
-    for rec in read_jsonl(path):
-        key = rec.get("key") or rec.get("trial_id")
-        if key is not None:
-            (started if rec.get("event") == "started" else finished)[str(key)] = rec
-    return started, finished
+@dataclass(frozen=True)
+class RayResume:
+    """What a resumed Ray Tune sweep continues from, read from the recorder's event log by
+    :meth:`RayTuneBackend.restore` and handed to the driver's callback (by Tune trial id).
+
+    ``path``: Tune's experiment folder (``Tuner.restore``). ``done``: trials recorded finished
+    (also those that finished after Tune's last snapshot: not run again). ``running``: trials
+    started and never finished, or finished ``interrupted``: run again once, under a new number.
+    ``numbers``: trial id -> number where it is not the id's index (earlier re-runs).
+    ``finished``: the numbers of the ``done`` trials. ``rerun_from``: the next re-run's number.
+    """
+
+    path: Path
+    done: frozenset[str] = frozenset()
+    running: frozenset[str] = frozenset()
+    numbers: tuple[tuple[str, int], ...] = ()
+    finished: frozenset[int] = frozenset()
+    rerun_from: int = 0
+
+
+def resume_state(path: Path, started: Mapping[str, Mapping[str, Any]],
+                 finished: Mapping[str, Mapping[str, Any]], budget: int) -> tuple[RayResume, Restored]:
+    """The resume rule on Ray Tune's trials (by Tune trial id, as the recorder's log keys them):
+    a trial recorded finished counts; one recorded ``interrupted`` (Ctrl-C), or started and never
+    finished (a crash), is failed ``interrupted`` and runs again once, under a number past the
+    budget and every number used."""
+    done = {tid: rec for tid, rec in finished.items() if rec.get("reason") != INTERRUPTED}
+    running = {tid: rec for tid, rec in started.items() if tid not in done}
+    out = Restored(
+        finished=[TrialResult.from_record(dict(rec)) for rec in done.values()],
+        interrupted=[interrupted_result(int(rec["number"]), rec["params"], seed=int(rec.get("seed") or 0))
+                     for rec in running.values()],
+    )
+    # a trial's number: its finished record's when it counts, else its last start's (a re-run)
+    numbers = {tid: int(r["number"]) for tid, r in {**started, **done}.items()}
+    used = [int(r["number"]) for r in (*started.values(), *finished.values())]
+    resume = RayResume(
+        path=path, done=frozenset(done), running=frozenset(running),
+        numbers=tuple(sorted((tid, n) for tid, n in numbers.items() if n != trial_number(tid))),
+        finished=frozenset(int(r["number"]) for r in done.values()),
+        rerun_from=max([budget, *(n + 1 for n in used)]),
+    )
+    return resume, out
 
 
 class BudgetedSearch(BasicVariantGenerator):
     """Tune's random search, which stops proposing once the recorder's stop rules say so
-    (Ctrl-C, ``--timeout``, the step budget); running trials finish, as with the other tuners."""
+    (Ctrl-C, ``--timeout``, the step budget); running trials finish, as with the other tuners.
 
-    def __init__(self, *args: Any, should_stop: Callable[[], str | None], key: str = "",
-                 **kwargs: Any) -> None:
+    ``max_concurrent`` is ``--workers``: Tune ignores ``TuneConfig.max_concurrent_trials`` when
+    it is given a search algorithm, so this one proposes a trial only while fewer run (Tune's
+    own default search does the same), and the stop rules are asked before each new trial
+    (0: every trial at once, for the schedulers that pause trials).
+
+    ``should_stop``, ``samples`` (the sweep's budget) and ``max_concurrent`` are the running
+    driver's and never restored: Tune pickles the searcher into its experiment folder
+    (``tuner.pkl``, its searcher state), and a resumed sweep's driver builds a new searcher onto
+    which Tune restores the saved state, keeping the new ones; a larger ``--trials`` on resume
+    adds the missing samples.
+    """
+
+    OWN = ("_should_stop", "_samples", "max_concurrent")  # the driver's, not Tune's state
+
+    def __init__(self, *args: Any, should_stop: Callable[[], str | None] | None = None,
+                 samples: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._key = key
         self._should_stop = should_stop
+        self._samples = samples
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_should_stop"] = None  # the driver's; a restored searcher takes the new one
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._rebind()
+        return {**self.__dict__, "_should_stop": None}
 
     def get_state(self) -> Any:
-        """Tune saves its searcher's ``__dict__`` (minus its iterators) into the experiment."""
         state = super().get_state()
         if isinstance(state, dict):
-            state["_should_stop"] = None
+            for key in self.OWN:
+                state.pop(key, None)
         return state
 
-    def _rebind(self) -> None:
-        """A restored searcher: the new driver's stop rules (Tune restores its state with a
-        plain ``__dict__`` update too, hence the call in ``next_trial``)."""
-        bound = LIVE.get(getattr(self, "_key", ""))
-        if bound is not None:
-            self._should_stop = bound["should_stop"]
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Tune's restore of a saved state (``__dict__.update`` in Tune): ours is kept; a search
+        the last driver's stop rules (``--timeout``, Ctrl-C) ended goes on with the samples it
+        had not proposed (``next_trial`` finds out again whether any are left); a budget larger
+        than the saved run's number of samples is made up (:meth:`_extend`)."""
+        super().set_state({k: v for k, v in state.items() if k not in self.OWN})
+        self._finished = False
+        self._extend()
+
+    def _extend(self) -> None:
+        """A resumed sweep with a larger ``--trials``: Tune's saved state holds the first run's
+        number of samples (its trials indexed 0 .. n-1), so the missing ones are chained as one
+        more iterator over the same space, indexed from n on, drawn from the same random stream
+        (one variant per sample: the space has no grid). Tune's own ``_TrialIterator``, as its
+        ``add_configurations`` builds it (Tune has no public way to grow a restored search)."""
+        more = (self._samples or 0) - self._total_samples
+        if more <= 0 or not self._iterators:
+            return
+        from ray.tune.search.basic_variant import _TrialIterator
+
+        spec = {**self._iterators[-1].unresolved_spec, "num_samples": more}
+        iterator = _TrialIterator(uuid_prefix=self._uuid_prefix, num_samples=more, unresolved_spec=spec,
+                                  constant_grid_search=self._constant_grid_search, points_to_evaluate=[],
+                                  lazy_eval=False, start=self._total_samples,
+                                  random_state=self._random_state)
+        self._iterators.append(iterator)
+        self._trial_generator = itertools.chain(self._trial_generator, iterator)
+        self._total_samples += more
 
     def next_trial(self) -> Any:
-        self._rebind()
         if self._should_stop is not None and self._should_stop():
             self.set_finished()
             return None
         return super().next_trial()
 
 
-class RayTuneTuner(Tuner):
-    """``--tuner ray``: Ray Tune's searcher and scheduler; its own driver runs the sweep."""
+class RayTuneBackend:
+    """``--tuner ray``: proposes what Ray Tune's loop needs (its ``param_space``, searcher and
+    scheduler) and reads a sweep back for resume (:class:`RayResume`); the Ray Tune driver
+    (:mod:`harness.drivers.ray_tune`) runs the sweep. Not a :class:`~harness.tuners.base.Tuner`:
+    Tune proposes inside its own loop, so nothing asks this class for a trial. It keeps the
+    attributes the runner reads of every backend (``name``, ``driver``, ``takes``, ``resumable``,
+    ``check``, ``from_spec``, ``enqueue``, ``restore``, ``shared_progress``, ``close``)."""
 
     name = "ray"
     driver = "ray_tune"
@@ -215,14 +299,12 @@ class RayTuneTuner(Tuner):
     takes = ("scheduler",)
 
     def __init__(self, spec: SweepSpec, options: TunerOptions) -> None:
+        self.check(spec, options)
         self.spec = spec
         self.options = options
-        self.check(spec, options)
         self.scheduler = options.scheduler or "fifo"
         self.points: list[dict[str, Any]] = []  # Tune's points_to_evaluate
-        self.restore_path: Path | None = None  # set by restore(): Tune's experiment folder
-        self.resume: dict[str, Any] | None = None  # what the driver's callback continues from
-        self.restored: Restored | None = None
+        self.resume: RayResume | None = None  # set by restore(): what the driver continues from
 
     @classmethod
     def check(cls, spec: SweepSpec, options: TunerOptions) -> None:
@@ -232,57 +314,64 @@ class RayTuneTuner(Tuner):
             raise TunerError(f"--tuner ray: Ray Tune's loop optimizes one metric, this space has "
                              f"{len(spec.metrics)} ({', '.join(m.name for m in spec.metrics)}); "
                              "use --tuner optuna, ax or random (any of them on --engine ray)")
-        make_scheduler(options.scheduler or "fifo", spec, options.extra, options.seed)
+        scheduler_settings(options.scheduler or "fifo", spec, options.extra)
 
     @classmethod
-    def from_spec(cls, spec: SweepSpec, options: TunerOptions) -> RayTuneTuner:
+    def from_spec(cls, spec: SweepSpec, options: TunerOptions) -> RayTuneBackend:
         return cls(spec, options)
 
-    def ask(self, n: int) -> list[Any]:
-        raise TunerError("--tuner ray: Ray Tune proposes inside its own loop (the ray_tune driver)")
+    # -- what Tune's loop needs ----------------------------------------------------------------
+    def param_space(self) -> dict[str, Any]:
+        return param_space(self.spec, self.options.seed)
 
+    def searcher(self, should_stop: Callable[[], str | None], concurrent: int) -> BudgetedSearch:
+        """Tune's random search, seeded by ``--seed``, given points first, bounded by the stop
+        rules, proposing at most ``concurrent`` trials at a time (``--workers``) under a
+        scheduler that never pauses a trial. HyperBand and PBT pause trials and run waiting ones
+        in their place, so they get every trial at once (their population; PBT exploits
+        within it), and Ray's CPUs bound how many run."""
+        lazy = self.scheduler not in PAUSING
+        return BudgetedSearch(points_to_evaluate=self.points or None, random_state=self.options.seed,
+                              should_stop=should_stop, samples=self.options.budget,
+                              max_concurrent=concurrent if lazy else 0)
+
+    def make_scheduler(self) -> Any:
+        return make_scheduler(self.scheduler, self.spec, self.options.extra)
+
+    # -- what the runner asks of every backend -------------------------------------------------
     def enqueue(self, params: dict[str, Any]) -> None:
         """Evaluate ``params`` first (Tune's ``points_to_evaluate``)."""
         self.points.append(dict(params))
 
-    def make_scheduler(self) -> Any:
-        return make_scheduler(self.scheduler, self.spec, self.options.extra, self.options.seed)
-
     def restore(self) -> Restored:
         """Tune's experiment folder is restored by the driver (``Tuner.restore``); what finished
-        and what was running come from the recorder's log, written before MLflow is. A trial
-        recorded ``interrupted`` (Ctrl-C) or started and never finished (a crash) runs again
-        once, under a new number."""
+        and what was running come from the recorder's event log (:func:`read_events`, written
+        before MLflow is), by the rule of :func:`resume_state`; the driver gets it as
+        :attr:`resume`. A sweep killed before Tune saved anything or ran a trial starts afresh."""
         state_dir = self.options.state_dir
         if state_dir is None:
             raise TunerError("--resume: the sweep has no state folder")
         path = (state_dir / "ray" / "tune").resolve()
-        started, finished = read_log(state_dir / LOG_FILE)
-        out = Restored()
+        repair_jsonl(state_dir / EVENT_LOG)  # a torn last line, cut by a kill, is moved aside
+        started, finished = read_events(state_dir)
         if not tune.Tuner.can_restore(str(path)):
             if started or finished:
                 raise TunerError(f"--resume: trials ran but Ray Tune saved no experiment in {path}; "
                                  "start the sweep again under another --name")
-            return out  # killed before Tune saved anything or ran a trial: start it afresh
-        done = {tid: rec for tid, rec in finished.items() if rec.get("reason") != "interrupted"}
-        for rec in done.values():
-            out.finished.append(TrialResult.from_record(rec))
-        running = {tid: rec for tid, rec in started.items() if tid not in done}
-        for rec in running.values():
-            out.interrupted.append(interrupted_result(int(rec["number"]), rec["params"]))
-        used = [int(r["number"]) for r in started.values()] + [int(r["number"]) for r in finished.values()]
+            return Restored()
         budget = self.options.budget or self.options.extra.get("budget") or 0
-        self.restore_path = path
-        self.resume = {
-            "done_ids": set(done), "interrupted_ids": set(running),
-            "numbers": {tid: int(r["number"]) for tid, r in {**started, **finished}.items()
-                        if int(r["number"]) != trial_number(tid)},
-            "finished": {int(r["number"]) for r in done.values()},
-            "rerun_from": max([budget, *(n + 1 for n in used)]),
-        }
-        self.restored = out
-        return out
+        self.resume, restored = resume_state(path, started, finished, int(budget))
+        return restored
+
+    def shared_progress(self) -> Progress | None:
+        return None  # one process drives a Ray Tune sweep
+
+    def close(self) -> None:
+        """Nothing held: Tune's objects live in the driver."""
 
 
-__all__ = ["LIVE", "SCHEDULERS", "BudgetedSearch", "RayTuneTuner", "domains", "param_space", "ray_domain",
-           "read_log", "trial_number"]
+RayTuneTuner = RayTuneBackend  # the name the ``harness.tuners`` entry point ``ray`` gives
+
+__all__ = ["SCHEDULERS", "BudgetedSearch", "RayResume", "RayTuneBackend", "RayTuneTuner", "domains",
+           "make_scheduler", "param_space", "ray_domain", "resume_state", "scheduler_settings",
+           "trial_number"]

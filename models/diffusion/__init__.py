@@ -5,5 +5,5 @@ schedule.py  linear and cosine schedules, forward noising q(x_t | x_0), posterio
 denoiser.py  residual MLP with sinusoidal time (and optional input) embedding
 sampling.py  ancestral DDPM and deterministic DDIM samplers; eps / x0 / v parameterizations
 metrics.py   sliced Wasserstein, RBF MMD, energy distance, and their noise floors
-train.py     Config, the training step, and the harness entry point `train`
+train.py     Config, the training step written once for one trial and for K (populations), `train`
 """

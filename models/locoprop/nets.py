@@ -1,13 +1,14 @@
-"""Fully connected networks with per-layer access to input, pre-activation and output.
+"""The architectures: dense nets x -> f(x W + b), their initialization and flat layout.
 
 LocoProp (Amid, Anil, Warmuth, AISTATS 2022, https://arxiv.org/abs/2106.06199) needs, for
 every layer i, its input x_i, its pre-activation a_i = x_i W_i + b_i and its output
-y_i = f_i(a_i). `Net.forward` returns all three (a `Trace`).
+y_i = f_i(a_i); models/locoprop/locoprop.py computes them for R members at once.
 
-All parameters live in ONE flat tensor. Layers with the same weight shape form a `Group`
-whose weights are one [G, fan_in, fan_out] block of it, so LocoProp's local phase can
-update a whole group with one batched matmul (`torch.bmm`) and every optimizer is a handful
-of element-wise ops on the flat tensor, whatever the number of layers.
+All of one member's parameters live in ONE flat vector [n_params], so a population's are one
+[R, n_params] tensor and every optimizer is a handful of element-wise ops on it, whatever the
+number of layers. Layers with the same weight shape form a `Group` stored as one
+[G, fan_in, fan_out] block (the order of the initialization's random draws); `Net.layers`
+says where each layer's W [fan_in, fan_out] and b [fan_out] lie in the vector.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
@@ -28,12 +27,32 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": torch.sigmoid,
     "softmax": lambda a: torch.softmax(a, dim=-1),
 }
-LOSSES = ("bce", "ce")
+
+
+def activate_(act: str, a: Tensor) -> Tensor:
+    """a <- f(a), in place (a is a temporary, or rows of one)."""
+    if act == "tanh":
+        return a.tanh_()
+    if act == "sigmoid":
+        return a.sigmoid_()
+    if act == "softmax":
+        return a.copy_(torch.softmax(a, dim=-1))
+    return a  # linear
+
+
+# f'(a) from y = f(a), for the backward pass through hidden layers (the last layer's
+# gradient comes from the loss on its pre-activation, so softmax needs none).
+DERIVATIVES: dict[str, Callable[[Tensor], Tensor]] = {
+    "linear": lambda y: torch.ones_like(y),
+    "tanh": lambda y: 1 - y * y,
+    "sigmoid": lambda y: y * (1 - y),
+}
+LOSSES = ("bce", "ce")  # sigmoid cross-entropy summed over outputs | softmax cross-entropy
 
 # The paper's deep autoencoder 784-1000-500-250-30-250-500-1000-784 scaled to 8x8 digits:
 # tanh hidden layers, a linear bottleneck, a sigmoid output.
 AUTOENCODER_SIZES = (64, 128, 64, 32, 8, 32, 64, 128, 64)
-# A tanh MLP classifier; its three 64x64 layers form one batched group.
+# A tanh MLP classifier; its three 64x64 layers form one group.
 CLASSIFIER_SIZES = (64, 64, 64, 64, 10)
 
 
@@ -47,10 +66,15 @@ class Group:
     acts: tuple[str, ...]  # their transfer functions
 
 
-class Trace(NamedTuple):
-    inputs: list[Tensor]  # x_i   [batch, fan_in_i]
-    pre: list[Tensor]  # a_i = x_i W_i + b_i   [batch, fan_out_i]
-    post: list[Tensor]  # y_i = f_i(a_i)   [batch, fan_out_i]
+@dataclass(frozen=True)
+class Layer:
+    """Where one layer lies in the flat vector: W = p[w].view(fan_in, fan_out), b = p[b]."""
+
+    w: slice
+    b: slice
+    fan_in: int
+    fan_out: int
+    act: str
 
 
 class Net:
@@ -65,19 +89,20 @@ class Net:
         generator: torch.Generator,
         dtype: torch.dtype = torch.float32,
         device: str = "cpu",
-        batched: bool = True,
     ) -> None:
         if len(acts) != len(sizes) - 1:
             raise ValueError(f"need {len(sizes) - 1} activations, got {len(acts)}")
         if unknown := set(acts) - set(ACTIVATIONS):
             raise ValueError(f"unknown activation(s) {sorted(unknown)}")
+        if hidden := set(acts[:-1]) - set(DERIVATIVES):
+            raise ValueError(f"activation(s) {sorted(hidden)} only allowed on the last layer")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}, expected one of {LOSSES}")
         self.sizes, self.acts, self.loss_kind = tuple(sizes), tuple(acts), loss
         shapes = list(zip(sizes[:-1], sizes[1:], strict=True))
         members: dict[tuple[int, ...], list[int]] = {}
-        for i, shape in enumerate(shapes):  # batched=False: one group per layer (for benchmarks)
-            members.setdefault(shape if batched else (*shape, i), []).append(i)
+        for i, shape in enumerate(shapes):
+            members.setdefault(shape, []).append(i)
         self.groups = [
             Group(key[0], key[1], tuple(ls), tuple(acts[i] for i in ls))
             for key, ls in members.items()
@@ -89,10 +114,7 @@ class Net:
             for n in (len(g.layers) * g.fan_in * g.fan_out, len(g.layers) * g.fan_out)
         ]
         self.params = self._init(generator).to(dtype=dtype, device=device)  # [n_params]
-
-    @property
-    def n_layers(self) -> int:
-        return len(self.acts)
+        self.layers = self._layers()
 
     def _init(self, generator: torch.Generator) -> Tensor:
         """Glorot-uniform weights (as the official notebook), zero biases; float64 on CPU."""
@@ -115,37 +137,21 @@ class Net:
 
     def layer_views(self, flat: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Per layer, in network order: (W [fan_in, fan_out], b [fan_out]), views into `flat`."""
-        out: list[tuple[Tensor, Tensor]] = [None] * self.n_layers  # type: ignore[list-item]
+        out: list[tuple[Tensor, Tensor]] = [None] * len(self.acts)  # type: ignore[list-item]
         for g, (w, b) in zip(self.groups, self.group_views(flat), strict=True):
             for i, wi, bi in zip(g.layers, w.unbind(0), b.unbind(0), strict=True):
                 out[i] = (wi, bi)
         return out
 
-    def forward(self, x: Tensor, params: Tensor | None = None) -> Trace:
-        """x [batch, sizes[0]] -> every layer's input, pre-activation and output."""
-        trace = Trace([], [], [])
-        for (w, b), act in zip(
-            self.layer_views(self.params if params is None else params), self.acts, strict=True
-        ):
-            a = torch.addmm(b, x, w)  # [batch, fan_out]
-            trace.inputs.append(x)
-            trace.pre.append(a)
-            x = ACTIVATIONS[act](a)
-            trace.post.append(x)
-        return trace
-
-    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Mean over the batch of the per-example loss, from the last pre-activation.
-
-        bce: sigmoid cross-entropy summed over pixels (the paper's autoencoder loss);
-        ce: softmax cross-entropy against integer labels.
-        """
-        if self.loss_kind == "bce":
-            return (
-                F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
-                / logits.shape[0]
-            )
-        return F.cross_entropy(logits, target)
+    def _layers(self) -> list[Layer]:
+        """Each layer's slices of the flat vector, in network order."""
+        offsets = torch.arange(sum(self._chunks))
+        out = []
+        for i, (w, b) in enumerate(self.layer_views(offsets)):
+            w0, b0 = int(w.flatten()[0]), int(b[0])
+            fi, fo = w.shape
+            out.append(Layer(slice(w0, w0 + fi * fo), slice(b0, b0 + fo), fi, fo, self.acts[i]))
+        return out
 
 
 def make_net(
@@ -154,7 +160,6 @@ def make_net(
     generator: torch.Generator,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
-    batched: bool = True,
 ) -> Net:
     """The digits autoencoder ("autoencoder") or the MLP classifier ("classifier")."""
     if task == "autoencoder":
@@ -169,7 +174,6 @@ def make_net(
             generator=generator,
             dtype=dtype,
             device=device,
-            batched=batched,
         )
     if task == "classifier":
         acts = ["tanh"] * (len(CLASSIFIER_SIZES) - 2) + ["softmax"]
@@ -180,6 +184,5 @@ def make_net(
             generator=generator,
             dtype=dtype,
             device=device,
-            batched=batched,
         )
     raise ValueError(f"unknown task {task!r}")

@@ -1,68 +1,65 @@
-"""The population form of the LocoProp trainer: up to K trials as one batched model.
+"""LocoProp trials as a population: up to K members trained as one batched model.
 
-``train.population`` (models/population.py): members whose structural keys agree train as ONE
-model whose flat parameter vectors are stacked [K, n_params]. Per mini-batch there is one
-batched forward and backward for all members ([K, batch, width] activations, ``torch.bmm``),
-then (LocoProp) one batched local phase: every layer of every member in one ``bmm`` per
-weight-shape group, K_local steps, each a functional optimizer step (models/functional_optim.py,
-TF1 update rules as models/locoprop/optim.py) with per-member [K] hyperparameters.
+``train()`` (train.py) is a population of one; the harness runs up to K trials in one
+(``train.population``, models/population.py). The math is models/locoprop/locoprop.py's
+``Stack``: one row per running member, one batched matmul per layer for all of them.
 
-One ``advance()`` is one epoch for every running member. Each member is the trial ``train``
-would run with its config and seed: its network is drawn by ``make_net`` from
-``torch.Generator().manual_seed(seed)`` and its epoch shuffles by ``torch.randperm`` from its
-own ``torch.Generator(device).manual_seed(seed)``, the same draws in the same order as
-``train``; its step counts and learning-rate schedule are its own (continuous batching: a member
-added later starts at its own epoch 0). Reports come at the member's own report epochs with
-``evaluate``'s metrics; ``done`` carries ``train``'s return (the last report's metrics).
+Each member is the trial ``train`` would run with its config and seed: its network is drawn by
+``make_net`` from ``torch.Generator().manual_seed(seed)`` and its epoch shuffles by
+``torch.randperm`` from its own ``torch.Generator(device).manual_seed(seed)``; its step counts
+and learning-rate schedule are its own (a member added later starts at its own epoch 0). One
+``advance()`` is one epoch for every running member; reports come at the member's own report
+epochs, ``done`` carries ``train``'s return (the last report's metrics).
 
-Structural (equal within a population): task, method, optimizer, batch_size, dtype,
-test_fraction: they change shapes (network, batch, data split), code paths (bp vs S vs M) or
-the optimizer state. Everything else is per member: lr, gamma, beta1, beta2, eps, and also
-epochs, warmup_epochs and report_every (each member keeps its own epoch counter and schedule
-anyway), and K, the number of local steps: the local loop runs max K over the members, and
-step k is masked out (parameters, optimizer state and Adam's step count untouched) for a
-member with K <= k, with lr * max(1 - k/K, 0.25) from its own K. Making K structural would
-split a search over K in 1..10 into ten populations.
+What may differ between members (``FIELDS``): everything but the data (task, test_fraction,
+dtype) and the batch size (it sets the number of steps per epoch). The method, the optimizer,
+K, gamma, the learning rate and its schedule (epochs, warm-up), the optimizer's constants and
+the report interval are per member: rows are sorted so each optimizer updates a contiguous
+block and a member past its K stops taking local steps (see ``Stack``). So every configuration
+of a search space with a fixed batch size has one signature.
 
-Divergence: a member whose train_loss is not finite at a report fails after that report (the
-report ``train`` would make, then ``train`` would return those metrics and the harness would
-mark the trial failed); one whose parameters are not finite at the end of any epoch fails then
-(``train`` would report NaN at its next report epoch). A failed, done or removed member is out
-of the batched computation: its rows are frozen; the others never read them.
+No cost for empty places: the stack holds the running members only. A member that leaves
+(removed, done or failed) is dropped from it at once, and new ones join it at the next
+``advance`` (the rows are gathered anew: compaction); the capacity is only a bound.
+
+Isolation: a member whose train_loss is not finite at a report fails after that report (as
+``train`` would return those metrics and the harness would mark the trial failed); one whose
+parameters are not finite at the end of an epoch fails then. An exception in one member's own
+part (its shuffle, its schedule) fails that member only; an exception in the batched epoch
+makes the population rerun that epoch member by member from the epoch's start, so only the
+members that raise alone fail (their ``reason`` names the exception; ``errors[slot]`` keeps it).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ..functional_optim import (
-    adam_init,
-    adam_reset,
-    adam_tf1_step,
-    rmsprop_init,
-    rmsprop_reset,
-    rmsprop_step,
-    sgd_step,
-)
 from ..population import MemberEvent, PopulationForm
+from .config import DTYPES, Config, _bad
 from .data import load
-from .locoprop import local_lr_decay
-from .nets import ACTIVATIONS, Net, make_net
-
-if TYPE_CHECKING:
-    from .train import Config
+from .locoprop import Hyper, Stack, evaluate, lr_at
+from .nets import Net, make_net
 
 Tensor = torch.Tensor
-# train.py attaches POPULATION to train() at its end, so this module imports train.py inside
-# functions only: either module may be imported first.
 
-STRUCTURAL = ("task", "method", "optimizer", "batch_size", "dtype", "test_fraction")
+# Every Config field, classified (tests/unit/models/test_locoprop_population.py checks that
+# each field is in exactly one of them).
+STRUCTURAL = ("task", "batch_size", "dtype", "test_fraction")
+PER_MEMBER = (
+    "method", "optimizer", "lr", "gamma", "K", "epochs", "warmup_epochs",
+    "beta1", "beta2", "eps", "report_every",
+)  # fmt: skip
+PADDED: tuple[str, ...] = ()
+
+
+def hyper_of(cfg: Config) -> Hyper:
+    assert cfg.beta1 is not None and cfg.beta2 is not None and cfg.eps is not None
+    return Hyper(cfg.method, cfg.optimizer, cfg.K, cfg.gamma, cfg.beta1, cfg.beta2, cfg.eps)
 
 
 @dataclass
@@ -72,57 +69,11 @@ class _Member:
     shuffle: torch.Generator
     total: int  # steps of the whole run (lr schedule)
     warmup: int
+    fresh: tuple[Tensor, Tensor, Tensor, Tensor] | None  # (params, buf1, buf2, step) until stacked
     epoch: int = 0
     step: int = 0
     status: str = "running"  # running | done | failed
-
-
-class _Layout:
-    """Where each layer's W [fan_in, fan_out] and b [fan_out] lie in a Net's flat vector."""
-
-    def __init__(self, net: Net) -> None:
-        self.net = net
-        self.groups: list[tuple[slice, slice, int, int, int]] = []  # (w, b, G, fan_in, fan_out)
-        self.layers: list[tuple[slice, slice, int, int]] = [None] * net.n_layers  # type: ignore[list-item]
-        offset = 0
-        for g in net.groups:
-            n_g, fi, fo = len(g.layers), g.fan_in, g.fan_out
-            w = slice(offset, offset + n_g * fi * fo)
-            b = slice(w.stop, w.stop + n_g * fo)
-            self.groups.append((w, b, n_g, fi, fo))
-            for j, i in enumerate(g.layers):
-                self.layers[i] = (
-                    slice(w.start + j * fi * fo, w.start + (j + 1) * fi * fo),
-                    slice(b.start + j * fo, b.start + (j + 1) * fo),
-                    fi,
-                    fo,
-                )
-            offset = b.stop
-        assert offset == net.params.numel()
-
-    def forward(self, p: Tensor, x: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """p [R, n_params], x [R, batch, in] -> per layer inputs, pre-activations, outputs."""
-        inputs, pre, post = [], [], []
-        r = p.shape[0]
-        for (ws, bs, fi, fo), act in zip(self.layers, self.net.acts, strict=True):
-            a = torch.baddbmm(p[:, bs].view(r, 1, fo), x, p[:, ws].view(r, fi, fo))
-            inputs.append(x)
-            pre.append(a)
-            x = ACTIVATIONS[act](a)
-            post.append(x)
-        return inputs, pre, post
-
-    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Per member [R]: Net.loss of each member's batch."""
-        if self.net.loss_kind == "bce":
-            per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-            return per.sum(dim=(1, 2)) / logits.shape[1]
-        r, b, c = logits.shape
-        return (
-            F.cross_entropy(logits.reshape(r * b, c), target.reshape(r * b), reduction="none")
-            .view(r, b)
-            .mean(1)
-        )
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class LocoPropPopulation:
@@ -131,9 +82,6 @@ class LocoPropPopulation:
     def __init__(self, config: Mapping[str, Any], *, capacity: int, device: str = "cpu") -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
-        from .train import DTYPES, Config, _bad, lr_at
-
-        self._lr_at = lr_at
         self.cfg = Config.from_dict(config)
         self.capacity, self.device = capacity, device
         self.dtype = DTYPES[self.cfg.dtype]
@@ -144,30 +92,19 @@ class LocoPropPopulation:
                 "batch_size", f"must be <= the {self.n_train} training images", self.cfg.batch_size
             )
         self.per_epoch = self.n_train // self.cfg.batch_size
-        self.target = self.data.x_train if self.cfg.task == "autoencoder" else self.data.y_train
-        template = make_net(
-            self.cfg.task,
-            generator=torch.Generator().manual_seed(0),
-            dtype=self.dtype,
-            device=device,
-        )
-        self.layout = _Layout(template)
-        self.params = torch.zeros(
-            capacity, template.params.numel(), dtype=self.dtype, device=device
-        )
-        name = self.cfg.optimizer
-        self.opt_state = (
-            rmsprop_init([self.params], flavor="tf1") if name == "rmsprop"
-            else adam_init([self.params]) if name == "adam"
-            else None
-        )  # fmt: skip
+        auto = self.cfg.task == "autoencoder"
+        self.target = self.data.x_train if auto else self.data.y_train
+        self.test_target = self.data.x_test if auto else self.data.y_test
+        self.net: Net = make_net(self.cfg.task, generator=torch.Generator().manual_seed(0))
         self.members: list[_Member | None] = [None] * capacity
+        self.stack: Stack | None = None
+        self.rows: list[int] = []  # the slot of each stack row
+        self._dirty = False
+        self.errors: dict[int, BaseException] = {}
 
     # ------------------------------------------------------------ membership
 
     def add(self, config: Mapping[str, Any], seed: int, artifact_dir: str | None = None) -> int:
-        from .train import Config
-
         cfg = Config.from_dict(config)
         for key in STRUCTURAL:
             if getattr(cfg, key) != getattr(self.cfg, key):
@@ -178,7 +115,6 @@ class LocoPropPopulation:
         free = [i for i, m in enumerate(self.members) if m is None]
         if not free:
             raise ValueError(f"locoprop population: all {self.capacity} slots are taken")
-        slot = free[0]
         with torch.random.fork_rng(devices=[]):  # as train(): the global seed, restored after
             torch.manual_seed(seed)
             net = make_net(
@@ -187,236 +123,206 @@ class LocoPropPopulation:
                 dtype=self.dtype,
                 device=self.device,
             )
-        self.params[slot].copy_(net.params)
-        if self.cfg.optimizer == "rmsprop":
-            rmsprop_reset(self.opt_state, slot)  # type: ignore[arg-type]
-        elif self.cfg.optimizer == "adam":
-            adam_reset(self.opt_state, slot)  # type: ignore[arg-type]
+        params = net.params.unsqueeze(0)  # [1, n]
         shuffle = torch.Generator(device=self.device)
         shuffle.manual_seed(seed)
+        slot = free[0]
         self.members[slot] = _Member(
             cfg=cfg,
             seed=seed,
             shuffle=shuffle,
             total=cfg.epochs * self.per_epoch,
             warmup=cfg.warmup_epochs * self.per_epoch,
+            fresh=(params, *Stack.fresh_state(hyper_of(cfg), params)),
         )
+        self._dirty = True
         return slot
 
     def remove(self, slot: int) -> None:
         self.members[slot] = None
+        self.errors.pop(slot, None)
+        self._dirty = True
+        if slot in self.rows:
+            self._restack()  # its row goes now (compaction)
 
     def occupied(self) -> list[int]:
         return [i for i, m in enumerate(self.members) if m is not None]
+
+    def _restack(self) -> None:
+        """Rebuild the stack from the running members: kept rows, then newcomers."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        keep = [
+            i for i, s in enumerate(self.rows)
+            if (m := self.members[s]) is not None and m.status == "running" and m.fresh is None
+        ]  # fmt: skip
+        slots = [self.rows[i] for i in keep]
+        parts: list[tuple[list[Hyper], Tensor, Tensor, Tensor, Tensor]] = []
+        if keep and self.stack is not None:
+            parts.append(self.stack.rows(keep))
+        for s, m in enumerate(self.members):
+            if m is not None and m.fresh is not None and m.status == "running":
+                parts.append(([hyper_of(m.cfg)], *m.fresh))
+                m.fresh = None
+                slots.append(s)
+        if not parts:
+            self.stack, self.rows = None, []
+            return
+        hypers = [h for part in parts for h in part[0]]
+        tensors = [torch.cat([part[j] for part in parts]) for j in range(1, 5)]
+        self.stack = Stack(self.net, hypers, *tensors)
+        self.rows = [slots[i] for i in self.stack.order]
 
     # ------------------------------------------------------------ one epoch
 
     def advance(self) -> list[MemberEvent]:
         """One epoch for every running member; their reports, then done / failed members."""
-        run = [i for i, m in enumerate(self.members) if m is not None and m.status == "running"]
-        if not run:
-            return []
-        members: list[_Member] = [self.members[i] for i in run]  # type: ignore[misc]
-        whole = len(run) == self.capacity
-        idx = torch.tensor(run, device=self.device)
-        p = self.params if whole else self.params[idx]  # [R, n_params] (a copy unless whole)
-        state = self._state_rows(idx, whole)
-        perms = torch.stack(
-            [torch.randperm(self.n_train, generator=m.shuffle, device=self.device) for m in members]
-        )  # [R, n_train]: each member's own draw, as train()'s
-        self._epoch(p, state, members, perms)
-        if not whole:
-            self.params[idx] = p
-            self._scatter_state(idx, state)
-        return self._events(run, members, p)
+        self._restack()
+        ends: list[MemberEvent] = []
+        perms: dict[int, Tensor] = {}
+        for slot in list(self.rows):  # each member's own draw, as train()'s
+            m = self.members[slot]
+            assert m is not None
+            try:
+                perms[slot] = torch.randperm(self.n_train, generator=m.shuffle, device=self.device)
+            except Exception as exc:  # noqa: BLE001  (this member only)
+                ends.append(self._fail(slot, exc, "drawing its epoch's shuffle"))
+        self._restack()
+        if self.stack is None:
+            return ends
+        slots = list(self.rows)
+        # the epoch updates the stack in place: keep its start, to rerun it member by member
+        start = self.stack.rows(range(len(slots))) if len(slots) > 1 else None
+        try:
+            self._epoch(self.stack, slots, perms)
+        except Exception:
+            if start is None:
+                raise  # a population of one: its member's exception is the population's
+            ends += self._epoch_one_by_one(slots, perms, start)
+            if self.stack is None:
+                return ends
+        events = self._events(ends)
+        self._restack()  # done and failed members leave the stack now
+        return events
 
-    def _hyper(self, members: list[_Member], name: str) -> Tensor:
-        """A per-member hyperparameter as a [R] float64 tensor."""
-        values = [getattr(m.cfg, name) for m in members]
-        return torch.tensor(values, dtype=torch.float64, device=self.device)
-
-    def _state_rows(self, idx: Tensor, whole: bool) -> Any:
-        s = self.opt_state
-        if s is None or whole:
-            return s
-        if self.cfg.optimizer == "rmsprop":
-            return type(s)(
-                [s.square_avg[0][idx]], [s.momentum_buffer[0][idx]], s.step[idx], s.flavor
-            )
-        return type(s)([s.exp_avg[0][idx]], [s.exp_avg_sq[0][idx]], s.step[idx])
-
-    def _scatter_state(self, idx: Tensor, rows: Any) -> None:
-        s = self.opt_state
-        if s is None:
-            return
-        if self.cfg.optimizer == "rmsprop":
-            s.square_avg[0][idx] = rows.square_avg[0]
-            s.momentum_buffer[0][idx] = rows.momentum_buffer[0]
-        else:
-            s.exp_avg[0][idx] = rows.exp_avg[0]
-            s.exp_avg_sq[0][idx] = rows.exp_avg_sq[0]
-        s.step[idx] = rows.step
-
-    def _opt_step(
-        self,
-        p: Tensor,
-        grad: Tensor,
-        state: Any,
-        hyper: dict[str, Tensor],
-        lr: list[float],
-        mask: Tensor | None,
-    ) -> None:
-        lr_t = torch.tensor(lr, dtype=torch.float64, device=self.device)
-        name = self.cfg.optimizer
-        if name == "sgd":
-            sgd_step([p], [grad], lr=lr_t, mask=mask)
-        elif name == "rmsprop":  # TF1: rho = beta2 (decay), momentum = beta1
-            rmsprop_step(
-                [p], [grad], state, lr=lr_t, alpha=hyper["beta2"], eps=hyper["eps"],
-                momentum=hyper["beta1"], mask=mask,
-            )  # fmt: skip
-        else:
-            adam_tf1_step(
-                [p],
-                [grad],
-                state,
-                lr=lr_t,
-                betas=(hyper["beta1"], hyper["beta2"]),
-                eps=hyper["eps"],
-                mask=mask,
-            )
-
-    def _epoch(self, p: Tensor, state: Any, members: list[_Member], perms: Tensor) -> None:
-        """train_epoch for all members at once: per batch one forward / backward, then the
-        backprop step or the K-step local phase."""
-        cfg, bs, lay = self.cfg, self.cfg.batch_size, self.layout
-        hyper = {k: self._hyper(members, k) for k in ("beta1", "beta2", "eps")}
-        gamma = self._hyper(members, "gamma").to(self.dtype).view(-1, 1, 1)
-        ks = [m.cfg.K for m in members]
-        kind = cfg.method.removeprefix("locoprop-")
+    def _epoch(self, stack: Stack, slots: list[int], perms: dict[int, Tensor]) -> None:
+        """One pass over each member's shuffled training set in full batches."""
+        members = [self.members[s] for s in slots]
+        perm = torch.stack([perms[s] for s in slots])  # [R, n_train]
+        bs = self.cfg.batch_size
         for j in range(self.per_epoch):
-            bidx = perms[:, j * bs : (j + 1) * bs]  # [R, batch]
-            xb, tb = self.data.x_train[bidx], self.target[bidx]
-            lrs = [self._lr_at(m.step, m.total, m.warmup, m.cfg.lr) for m in members]
-            for m in members:
-                m.step += 1
-            if cfg.method == "bp":
-                q = p.detach().requires_grad_(True)
-                _, pre, _ = lay.forward(q, xb)
-                (grad,) = torch.autograd.grad(lay.loss(pre[-1], tb).sum(), q)
-                self._opt_step(p, grad, state, hyper, lrs, None)
-                continue
-            with torch.enable_grad():  # backprop_grads: g = dLoss/da for every layer
-                q = p.detach().requires_grad_(True)
-                inputs, pre, post = lay.forward(q, xb)
-                g = torch.autograd.grad(lay.loss(pre[-1], tb).sum(), pre)
-            base = pre if kind == "s" else post
-            targets = [(t.detach() - gamma * gi) for t, gi in zip(base, g, strict=True)]
-            self._local_phase(p, state, hyper, [x.detach() for x in inputs], targets, kind, lrs, ks)
+            idx = perm[:, j * bs : (j + 1) * bs]  # [R, batch]
+            lrs = [lr_at(m.step + j, m.total, m.warmup, m.cfg.lr) for m in members]  # type: ignore[union-attr]
+            stack.train_batch(self.data.x_train[idx], self.target[idx], lrs)
 
-    @torch.no_grad()
-    def _local_phase(
-        self, p: Tensor, state: Any, hyper: dict[str, Tensor], inputs: list[Tensor],
-        targets: list[Tensor], kind: str, lrs: list[float], ks: list[int],
-    ) -> None:  # fmt: skip
-        """LocalPhase.run for all members: every layer of every member in one bmm per group."""
-        r, lay = p.shape[0], self.layout
-        xs, xts, ts = [], [], []
-        for g in lay.net.groups:  # [R * G, batch, fan_in], its transpose, [R * G, batch, fan_out]
-            x = torch.stack([inputs[i] for i in g.layers], dim=1).flatten(0, 1)
-            xs.append(x)
-            xts.append(x.transpose(1, 2))
-            ts.append(torch.stack([targets[i] for i in g.layers], dim=1).flatten(0, 1))
-        grad = torch.empty_like(p)
-        for k in range(max(ks)):
-            for g, (ws, bs, n_g, fi, fo), x, xt, t in zip(
-                lay.net.groups, lay.groups, xs, xts, ts, strict=True
-            ):
-                w = p[:, ws].reshape(r * n_g, fi, fo)
-                b = p[:, bs].reshape(r * n_g, 1, fo)
-                a = torch.baddbmm(b, x, w)  # [R * G, batch, fan_out]
-                if kind == "m":
-                    a = self._transfer(g.acts, a, r)
-                res = a.sub_(t)
-                grad[:, ws].view(r, n_g * fi * fo).copy_(torch.bmm(xt, res).view(r, -1))
-                grad[:, bs].copy_(res.sum(dim=1).view(r, -1))
-            live = [k < kk for kk in ks]
-            mask = None if all(live) else torch.tensor(live, device=self.device)
-            lr_k = [
-                lr * local_lr_decay(k, kk) if on else 0.0
-                for lr, kk, on in zip(lrs, ks, live, strict=True)
-            ]
-            self._opt_step(p, grad, state, hyper, lr_k, mask)
+    def _epoch_one_by_one(
+        self, slots: list[int], perms: dict[int, Tensor], start: tuple[Any, ...]
+    ) -> list[MemberEvent]:
+        """The batched epoch raised: rerun it for each member alone, from the epoch's start."""
+        hypers, *tensors = start
+        ends, singles = [], []
+        for row, slot in enumerate(slots):
+            one = Stack(self.net, [hypers[row]], *(t[row : row + 1] for t in tensors))
+            try:
+                self._epoch(one, [slot], perms)
+                singles.append((slot, one))
+            except Exception as exc:  # noqa: BLE001  (this member only)
+                ends.append(self._fail(slot, exc, "its epoch"))
+        self._dirty = False
+        if not singles:
+            self.stack, self.rows = None, []
+            return ends
+        tensors = [
+            torch.cat([getattr(one, k) for _, one in singles])
+            for k in ("params", "buf1", "buf2", "step")
+        ]
+        self.stack = Stack(self.net, [one.hypers[0] for _, one in singles], *tensors)
+        self.rows = [singles[i][0] for i in self.stack.order]
+        return ends
 
-    @staticmethod
-    def _transfer(acts: tuple[str, ...], a: Tensor, r: int) -> Tensor:
-        """f per layer of a group, a [R * G, batch, fan_out] (one call when the group agrees)."""
-        if all(act == acts[0] for act in acts):
-            return ACTIVATIONS[acts[0]](a)
-        a = a.view(r, len(acts), *a.shape[1:])
-        return torch.stack(
-            [ACTIVATIONS[act](a[:, i]) for i, act in enumerate(acts)], dim=1
-        ).flatten(0, 1)
+    def _fail(self, slot: int, exc: BaseException, where: str) -> MemberEvent:
+        m = self.members[slot]
+        assert m is not None
+        m.status = "failed"
+        self.errors[slot] = exc
+        self._dirty = True
+        reason = f"{type(exc).__name__} in {where}: {exc}".splitlines()[0][:500]
+        return MemberEvent(slot, "failed", m.epoch, {}, reason)
 
     # ------------------------------------------------------------ reports
 
-    @torch.no_grad()
-    def _evaluate(self, p: Tensor) -> list[dict[str, float]]:
-        """evaluate() for each row of p [R, n_params]."""
-        r, task, d = p.shape[0], self.cfg.task, self.data
-        cols: dict[str, list[float]] = {}
-        for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
-            logits = self.layout.forward(p, x.expand(r, -1, -1))[1][-1]
-            target = x.expand(r, -1, -1) if task == "autoencoder" else y.expand(r, -1)
-            cols[f"{split}_loss"] = self.layout.loss(logits, target).tolist()
+    def _metrics(self, rows: list[int]) -> list[dict[str, float]]:
+        """train()'s report metrics for the given stack rows."""
+        assert self.stack is not None
+        idx = torch.tensor(rows, dtype=torch.long, device=self.device)
+        p = self.stack.params.index_select(0, idx)
+        d, task = self.data, self.cfg.task
+        tr = evaluate(self.net, p, d.x_train, self.target, task)
+        te = evaluate(self.net, p, d.x_test, self.test_target, task)
+        out = []
+        for i in range(len(rows)):
+            m = {"train_loss": tr["loss"][i], "test_loss": te["loss"][i]}
             if task == "classifier":
-                cols[f"{split}_acc"] = (logits.argmax(-1) == y).double().mean(1).tolist()
-        return [{k: v[i] for k, v in cols.items()} for i in range(r)]
+                m |= {"train_acc": tr["acc"][i], "test_acc": te["acc"][i]}
+            out.append(m)
+        return out
 
-    def _events(self, run: list[int], members: list[_Member], p: Tensor) -> list[MemberEvent]:
+    def _events(self, ends: list[MemberEvent]) -> list[MemberEvent]:
+        assert self.stack is not None
+        members = [self.members[s] for s in self.rows]
         for m in members:
-            m.epoch += 1
+            m.epoch += 1  # type: ignore[union-attr]
+            m.step += self.per_epoch  # type: ignore[union-attr]
+        finite = torch.isfinite(self.stack.params).all(dim=1).tolist()
         due = [
-            j
-            for j, m in enumerate(members)
-            if m.epoch % m.cfg.report_every == 0 or m.epoch == m.cfg.epochs
-        ]
-        metrics = dict(zip(due, self._evaluate(p[due]), strict=True)) if due else {}
-        finite = torch.isfinite(p).all(dim=1).tolist()
-        reports, ends = [], []
-        for j, (slot, m) in enumerate(zip(run, members, strict=True)):
-            if j in metrics:
-                reports.append(MemberEvent(slot, "report", m.epoch, metrics[j]))
-                loss = metrics[j]["train_loss"]
-                if not math.isfinite(loss):
-                    m.status = "failed"
-                    why = f"train_loss is {loss} at epoch {m.epoch} (diverged)"
-                    ends.append(MemberEvent(slot, "failed", m.epoch, metrics[j], why))
-                elif m.epoch == m.cfg.epochs:
-                    m.status = "done"
-                    ends.append(MemberEvent(slot, "done", m.epoch, metrics[j]))
-            elif not finite[j]:
-                m.status = "failed"
-                why = f"parameters are not finite at epoch {m.epoch} (diverged)"
-                ends.append(MemberEvent(slot, "failed", m.epoch, {}, why))
+            i for i, m in enumerate(members)
+            if m.epoch % m.cfg.report_every == 0 or m.epoch == m.cfg.epochs or not finite[i]  # type: ignore[union-attr]
+        ]  # fmt: skip
+        metrics = dict(zip(due, self._metrics(due), strict=True)) if due else {}
+        reports = []
+        for i, (slot, m) in enumerate(zip(self.rows, members, strict=True)):
+            assert m is not None
+            if i not in metrics:
+                continue
+            reported = m.epoch % m.cfg.report_every == 0 or m.epoch == m.cfg.epochs
+            if reported:
+                reports.append(MemberEvent(slot, "report", m.epoch, metrics[i]))
+            loss = metrics[i]["train_loss"]
+            if not finite[i] or not math.isfinite(loss):
+                m.status, self._dirty = "failed", True
+                why = (
+                    f"train_loss is {loss} at epoch {m.epoch} (diverged)" if reported
+                    else f"parameters are not finite at epoch {m.epoch} (diverged)"
+                )  # fmt: skip
+                ends.append(MemberEvent(slot, "failed", m.epoch, metrics[i], why))
+            elif m.epoch == m.cfg.epochs:
+                m.status, self._dirty = "done", True
+                ends.append(MemberEvent(slot, "done", m.epoch, metrics[i]))
         return reports + ends
 
 
 def member_bytes(config: Mapping[str, Any]) -> int:
-    """A generous estimate of one member's device memory: parameters, gradient, optimizer
-    state and working copies, one batch's activations and the full-set evaluation."""
-    from .train import DTYPES, Config
-
+    """One member's device memory at most: its rows of params, gradient and the two optimizer
+    buffers (4 n), one batch's activations, gradients and local targets (6 per unit and
+    example), and the whole-set evaluation's activations (2 per unit and image); plus the
+    shuffle (8 bytes per training image)."""
     cfg = Config.from_dict(config)
     item = torch.empty((), dtype=DTYPES[cfg.dtype]).element_size()
     net = make_net(cfg.task, generator=torch.Generator().manual_seed(0))
     n, width = net.params.numel(), sum(net.sizes)
     n_images = 1797
-    return item * (8 * n + 6 * cfg.batch_size * width + 2 * n_images * width) + 8 * n_images
+    return item * (4 * n + 6 * cfg.batch_size * width + 2 * n_images * width) + 8 * n_images
 
 
 def make(config: Mapping[str, Any], *, capacity: int, device: str = "cpu") -> LocoPropPopulation:
     return LocoPropPopulation(config, capacity=capacity, device=device)
 
 
-POPULATION = PopulationForm(structural=STRUCTURAL, make=make, member_bytes=member_bytes)
+POPULATION = PopulationForm(
+    structural=STRUCTURAL,
+    make=make,
+    member_bytes=member_bytes,
+    per_member=PER_MEMBER,
+    padded=PADDED,
+)

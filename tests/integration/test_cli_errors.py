@@ -27,6 +27,11 @@ CASES = {
     "workers-zero": (GOOD, ["sweep", "--workers", "0", "--devices", "cpu"], "--workers must be >= 1"),
     "unknown-set-key": (GOOD, ["trial", "--set", "nope=3"], "--set nope: not a parameter or fixed value"),
     "unknown-tuner": (GOOD, ["sweep", "--tuner", "hyperopt"], "--tuner hyperopt: unknown tuner"),
+    "tuner-empty-part": (GOOD, ["sweep", "--tuner", "optuna:"], "--tuner 'optuna:': use a tuner name"),
+    "tuner-two-samplers": (GOOD, ["sweep", "--tuner", "optuna:cmaes", "--sampler", "gp"],
+                           "--tuner optuna:cmaes --sampler gp: the name already says sampler cmaes"),
+    "benchmark-concurrent-zero": (GOOD, ["benchmark", "--concurrent", "0"], "--concurrent must be >= 1"),
+    "benchmark-tuner-part": (GOOD, ["benchmark", "--tuners", "ax:fast,random"], "--tuner ax:fast: only optuna"),
     "unknown-pruner": (GOOD, ["sweep", "--pruner", "lazy"], "--pruner lazy: unknown pruner"),
     "bad-devices": (GOOD, ["sweep", "--devices", "gpu0"], "--devices gpu0"),
     "trials-zero": (GOOD, ["sweep", "--trials", "0"], "--trials must be >= 1"),
@@ -37,6 +42,10 @@ CASES = {
     "ray-address-dead": (GOOD, ["sweep", "--engine", "ray", "--ray-address", "127.0.0.1:1"], "--ray-address 127.0.0.1:1: no Ray cluster answers"),
     "ray-address-without-ray": (GOOD, ["sweep", "--ray-address", "127.0.0.1:1"], "--ray-address 127.0.0.1:1: needs --engine ray"),
     "ax-pruner": (GOOD, ["sweep", "--tuner", "ax", "--pruner", "median"], "--pruner median: only the optuna tuner takes a pruner"),
+    "population-size-not-nsga2": (GOOD, ["sweep", "--population-size", "10"], "--population-size 10: only --sampler nsga2 has a population"),
+    "population-size-not-optuna": (GOOD, ["sweep", "--tuner", "random", "--population-size", "10"],
+                                   "--population-size 10: only --tuner optuna --sampler nsga2 takes a population size"),
+    "member-without-params": (GOOD, ["trial", "--member", "1"], "--member 1: needs --params FILE"),
     "ax-method-not-ax": (GOOD, ["sweep", "--ax-method", "fast"], "--ax-method fast: only --tuner ax takes a method"),
     "ax-unsupported-space": (
         "objective: branin\nmetric: {name: value}\nfixed: {x2: 1.0}\nparams:\n"

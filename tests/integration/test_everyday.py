@@ -81,6 +81,7 @@ def test_ls_best_trial_and_rerun(tmp_path, write_space):
         "--tracking-uri", uri, "--name", "again")
     _, (again,) = children(client, "space", "again")
     assert again.data.metrics["value"] == best_child.data.metrics["value"]
+    assert again.data.tags["harness.seed"] == best_child.data.tags["harness.seed"] == str(doc["seed"])  # the file's seed
 
     # --from-run: same params, same seed, linked to the old run
     cli(tmp_path, "trial", "--from-run", best_child.info.run_id, "--devices", "cpu",

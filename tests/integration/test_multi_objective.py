@@ -18,9 +18,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from harness import names as N
+from harness.params_file import read_params_doc
 from harness.pareto import hypervolume, pareto_mask
 from harness.records import best_trials
-from harness.runner import SweepOptions, launch, read_params_file, resume
+from harness.runner import SweepOptions, UsageError, launch, read_params_file, resume
 from harness.spec import resolve_path
 
 NAMES, GOALS = ["branin", "currin"], ["minimize", "minimize"]
@@ -74,9 +75,34 @@ def check_front(uri: str, parent_id: str, n: int) -> dict:
     doc = json.loads(Path(client.download_artifacts(parent_id, N.ARTIFACT_PARETO)).read_text())
     on_front = {c.info.run_id for c, on in zip(complete, mask, strict=True) if on}
     assert {m["run_id"] for m in doc["front"]} == on_front
+    by_run = {c.info.run_id: c for c in children}  # a resumed sweep's members too: their own seed and seconds
+    for m in doc["front"]:
+        run = by_run[m["run_id"]]
+        assert m["seed"] == int(run.data.tags[N.TAG_SEED]) and m["seed"] != 0
+        assert m["metrics"]["seconds"] == pytest.approx(run.data.metrics[N.METRIC_SECONDS]) and m["metrics"]["seconds"] > 0
     assert doc["hypervolume"] == pytest.approx(final, rel=1e-9)
     assert doc["reference_source"] == "spec"
     return doc
+
+
+def check_display(summary, doc: dict) -> None:
+    """The summary and a benchmark's line show the hypervolume (not the first metric's best); the
+    front table names each member's run."""
+    from rich.console import Console
+
+    from harness.display import fmt, front_summary, summary_table, sweep_line
+
+    console = Console(width=400, record=True)
+    console.print(summary_table(summary))
+    console.print(front_summary(summary))
+    text = console.export_text()
+    rows = [[c.strip() for c in line.split("│") if c.strip()] for line in text.splitlines()]
+    assert ["hypervolume", f"{fmt(doc['hypervolume'])}  (reference point 150, 12: spec)"] in rows
+    assert "best params" not in text
+    for m in doc["front"]:
+        assert m["run_id"] in text
+    assert sweep_line(summary).startswith(f"  {summary.name}: hypervolume {fmt(doc['hypervolume'])}, "
+                                          f"{summary.stats.finished} trials")
 
 
 CASES = [("optuna", "tpe", 14), pytest.param("optuna", "nsga2", 14, marks=pytest.mark.slow),
@@ -93,6 +119,7 @@ def test_multi_objective_contract(tmp_path, space, tuner, sampler, trials):
                            tuner_options={"ax_init_trials": 4} if tuner == "ax" else {})
     summary = launch(options)
     doc = check_front(uri, summary.parent_run_id, trials)
+    check_display(summary, doc)
     member = doc["front"][0]
     assert set(member) == {"number", "params", "metrics", "run_id", "seed"}
     assert set(member["params"]) == {"x0", "x1"} and set(NAMES) <= set(member["metrics"])
@@ -102,9 +129,14 @@ def test_multi_objective_contract(tmp_path, space, tuner, sampler, trials):
     assert all(set(d) >= {"params", "metrics", "run_id", "seed"} for d in docs)
     path = tmp_path / "front.yaml"
     path.write_text(yaml.safe_dump(docs))
-    assert read_params_file(str(path)) == docs[0]["params"]
+    if len(docs) > 1:  # a whole front: refused in one line unless a member is chosen
+        with pytest.raises(UsageError, match=rf"holds {len(docs)} configurations \(a Pareto front\): choose one with --member I"):
+            read_params_file(str(path))
+    assert read_params_doc(str(path), member=len(docs) - 1) == (docs[-1]["params"], docs[-1]["seed"])
+    with pytest.raises(UsageError, match=rf"^--member {len(docs)}: "):
+        read_params_file(str(path), member=len(docs))
     path.write_text(yaml.safe_dump(docs[-1]))
-    assert read_params_file(str(path)) == docs[-1]["params"]
+    assert read_params_doc(str(path)) == (docs[-1]["params"], docs[-1]["seed"])
 
 
 @pytest.mark.parametrize("tuner", ["optuna", pytest.param("random", marks=pytest.mark.slow)])
@@ -117,6 +149,43 @@ def test_resume_keeps_the_front(tmp_path, space, tuner):
     second = resume(f"mo-resume-{tuner}", state_root=tmp_path / "sweeps", trials=12)
     assert second.parent_run_id == first.parent_run_id
     check_front(uri, first.parent_run_id, 12)
+
+
+def test_resume_without_a_reference_point_logs_one_curve_under_one_reference(tmp_path, space):
+    """No reference point in the spec: the default is chosen when the first run of the sweep ends,
+    kept in its state folder, and the resumed run measures its trials under the same point, so
+    the parent holds exactly one ``hypervolume`` value per step (before: the whole curve was
+    logged again under a new default, two values per earlier step)."""
+    from harness.front import REFERENCE_FILE
+    from harness.pareto import default_reference
+
+    raw = yaml.safe_load(space.read_text())
+    for m in raw["metrics"]:
+        m.pop("reference")
+    free = tmp_path / "branin-currin.yaml"
+    free.write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    options = SweepOptions(space=str(free), tuner="random", trials=5, workers=1, devices="cpu",
+                           tracking_uri=uri, name="mo-noref", seed=3, state_root=tmp_path / "sweeps")
+    first = launch(options)
+    stored = json.loads((first.state_dir / REFERENCE_FILE).read_text())
+    _, _, children = sweep_runs(uri, first.parent_run_id)
+    early = np.array([[c.data.metrics[m] for m in NAMES] for c in children])
+    assert stored["reference"] == pytest.approx(default_reference(early, GOALS), rel=1e-12)
+    resume("mo-noref", state_root=tmp_path / "sweeps", trials=10)
+    client, _, children = sweep_runs(uri, first.parent_run_id)
+    hv = client.get_metric_history(first.parent_run_id, N.METRIC_HYPERVOLUME)
+    assert sorted(m.step for m in hv) == list(range(1, 11)), "one value per finished trial, no step twice"
+    curve = [m.value for m in sorted(hv, key=lambda m: m.step)]
+    assert all(b >= a for a, b in zip(curve, curve[1:], strict=False)), curve
+    by_number = sorted(children, key=lambda c: int(c.data.tags[N.TAG_TRIAL]))
+    points = np.array([[c.data.metrics[m] for m in NAMES] for c in by_number])
+    for k in (5, 10):  # each step's value is the volume of the first k trials under the kept point
+        assert curve[k - 1] == pytest.approx(hypervolume(points[:k], GOALS, stored["reference"]), rel=1e-9)
+    assert len(client.get_metric_history(first.parent_run_id, N.METRIC_HYPERVOLUME_BY_STEPS)) == 10
+    doc = json.loads(Path(client.download_artifacts(first.parent_run_id, N.ARTIFACT_PARETO)).read_text())
+    assert doc["reference_source"] == "default"
+    assert list(doc["reference_point"].values()) == pytest.approx(stored["reference"], rel=1e-12)
 
 
 def test_compare_ranks_tuners_by_hypervolume_and_overlays_their_fronts(space, tmp_path):

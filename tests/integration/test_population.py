@@ -14,15 +14,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from harness.runner import (
-    SweepOptions,
-    UsageError,
-    _fit_population,
-    _population,
-    launch,
-    prepare,
-    run_trial,
-)
+from harness.inputs import _fit_population, _population
+from harness.runner import SweepOptions, UsageError, launch, prepare, run_trial
 from harness.spec import load_spec
 from models.population import PopulationForm
 

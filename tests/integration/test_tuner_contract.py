@@ -204,7 +204,8 @@ def test_contract(tuner: str, engine: str, sweeps: Any, space_file: Path) -> Non
     parent, children, client = runs_of(uri, summary)
     tags = parent.data.tags
     assert parent.info.status == "FINISHED"
-    assert (tags["harness.tuner"], tags["harness.engine"]) == (tuner, engine)
+    label = {"ray": "ray:asha"}.get(tuner, tuner)  # the canonical name: --tuner ray --scheduler asha
+    assert (tags["harness.tuner"], tags["harness.engine"]) == (label, engine)
     assert tags["harness.seed"] == str(SEED) and tags["harness.spec_hash"] == spec.hash()
     assert sorted(int(c.data.tags["harness.trial"]) for c in children) == list(range(BUDGET))
     states: dict[int, str] = {}
@@ -284,9 +285,19 @@ def test_mlflow_layout_is_identical_across_pairings(sweeps: Any) -> None:
 
 
 def test_ray_address_check_accepts_a_live_cluster(ray_session: Any) -> None:
+    """The live cluster's GCS passes; the same host on a port where nothing listens is refused in
+    one line naming the address (so the accepted case is not a check that accepts everything)."""
+    from harness.engines.base import EngineError
     from harness.engines.ray import check_address
+    from tests.conftest import free_port
 
-    check_address(ray_session.get_runtime_context().gcs_address)  # no error
+    address = ray_session.get_runtime_context().gcs_address
+    assert check_address(address) is None
+    host = address.rsplit(":", 1)[0]
+    dead = f"{host}:{free_port()}"
+    with pytest.raises(EngineError) as refused:
+        check_address(dead)
+    assert str(refused.value).startswith(f"--ray-address {dead}: no Ray cluster answers at {dead} (")
 
 
 PBT_SPACE = """

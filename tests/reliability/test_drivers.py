@@ -1,5 +1,6 @@
 """One sweep, two drivers: Ctrl-C behaves the same on Ray Tune's loop as on the ask/tell loop;
-one driver per sweep without a race; a torn tuner state file is repaired, never a traceback."""
+one driver per sweep without a race; a torn tuner state file is repaired, never a traceback.
+The file and lock primitives themselves are tested in tests/unit/harness/test_files.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.files import StateFileError, SweepLock, repair_jsonl, write_atomic
 from tests.conftest import harness_env
 
 SPACE = """
@@ -110,63 +110,8 @@ def test_two_resumes_started_at_once_exactly_one_runs(tmp_path, write_space):
     assert sum(k.data.tags["harness.state"] == "complete" for k in kids) == 6
 
 
-def test_a_lock_is_exclusive_per_process_and_freed_when_its_process_dies(tmp_path):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from harness.files import SweepLock;"
-         f"l = SweepLock(Path({str(tmp_path)!r})); print(l.acquire(), flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True, env=harness_env())
-    assert holder.stdout.readline().strip() == "True"
-    lock = SweepLock(tmp_path)
-    assert not lock.acquire() and lock.holder() == str(holder.pid)
-    holder.kill()
-    holder.wait()
-    assert lock.acquire(), "the kernel frees the lock of a dead process"
-    lock.release()
-
-
-def test_the_atomic_writer_never_shares_a_temporary_file(tmp_path):
-    import threading
-
-    path = tmp_path / "state.json"
-    errors: list[BaseException] = []
-
-    def write(i: int) -> None:
-        try:
-            for j in range(50):
-                write_atomic(path, json.dumps({"writer": i, "j": j}))
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    assert json.loads(path.read_text())["j"] == 49
-    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
-
-
-# -- torn state files ------------------------------------------------------------------------------
-def test_repair_moves_a_torn_tail_aside_and_refuses_a_damaged_middle(tmp_path):
-    path = tmp_path / "log.jsonl"
-    whole = [{"a": 1}, {"b": 2}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in whole) + '{"c": 3, "d"')
-    message = repair_jsonl(path)
-    assert message and "moved it aside" in message and "2 complete records" in message
-    assert [json.loads(x) for x in path.read_text().splitlines()] == whole
-    backups = list(tmp_path.glob("log.jsonl.torn-*"))
-    assert len(backups) == 1 and backups[0].read_text() == '{"c": 3, "d"'
-    assert repair_jsonl(path) is None  # nothing left to do
-    path.write_text('{"a": 1}\n{"b": 2}')  # a whole record without its newline is kept
-    assert repair_jsonl(path) is None and path.read_text() == '{"a": 1}\n{"b": 2}\n'
-    path.write_text('{"a": 1}\n{"b"\n{"c": 3}\n')
-    with pytest.raises(StateFileError, match="line 2 of 3 is not a JSON record"):
-        repair_jsonl(path)
-    assert path.read_text() == '{"a": 1}\n{"b"\n{"c": 3}\n', "nothing is changed when refused"
-
-
-@pytest.mark.slow  # ~16 s; the repair itself is tested above in the default run
+# -- torn state files (the repair itself: tests/unit/harness/test_files.py) ---------------------
+@pytest.mark.slow  # ~16 s; the repair itself is in the default run (test_files.py)
 def test_a_torn_optuna_journal_is_repaired_on_resume(tmp_path, write_space):
     space = write_space(SPACE.replace("pause: 0.25", "pause: 0.01").replace("trials: 6", "trials: 3"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -194,14 +139,3 @@ def test_a_torn_optuna_journal_is_repaired_on_resume(tmp_path, write_space):
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert ".harness/sweeps/torn/optuna.journal: line 2 of" in run.stderr
     assert journal.read_bytes() == before
-
-
-def test_an_appended_record_is_visible_to_another_process_at_once(tmp_path):
-    """Every started / finished record reaches the kernel before MLflow hears of it, so a resume
-    after a SIGKILL reads it: here another process reads it while the writer still lives."""
-    from harness.files import append_line
-
-    append_line(tmp_path / "events.jsonl", {"event": "started", "number": 0})
-    read = subprocess.run([sys.executable, "-c", f"print(open({str(tmp_path / 'events.jsonl')!r}).read())"],
-                          capture_output=True, text=True, timeout=30)
-    assert json.loads(read.stdout.strip()) == {"event": "started", "number": 0}

@@ -82,9 +82,9 @@ def finished_states(tmp_path: Path, tuner: str, name: str) -> dict[int, str]:
         return {i: AX_STATES[t.status.name] for i, t in trials.items()
                 if t.status_reason not in (SPARE, "interrupted")}
     if tuner == "ray":
-        from harness.tuners.ray import LOG_FILE, read_log
+        from harness.events import read_events
 
-        _, finished = read_log(tmp_path / ".harness" / "sweeps" / name / LOG_FILE)
+        _, finished = read_events(tmp_path / ".harness" / "sweeps" / name)
         return {int(r["number"]): r["state"] for r in finished.values() if r.get("reason") != "interrupted"}
     if tuner == "optuna":
         return {t.number: t.state.name.lower().replace("fail", "failed")

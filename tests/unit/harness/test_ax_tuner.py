@@ -4,7 +4,6 @@ workers are busy, early stopping, and the JSON state (saved atomically, read bac
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -81,13 +80,12 @@ def test_bo_is_computed_ahead_and_state_is_saved(tmp_path: Path):
     computed on the tuner's thread while the workers train, so ask() returns at once."""
     opts = TunerOptions(seed=0, state_dir=tmp_path, extra={"budget": 6, "ax_init_trials": 3})
     tuner = ax_backend.AxTuner.from_spec(SMALL, opts)
-    waits: list[float] = []
+    ahead: list[int] = []  # suggestions already computed when ask() came
     numbers: list[int] = []
     try:
         for i in range(6):
-            t0 = time.perf_counter()
+            ahead.append(len(tuner._ready))
             (s,) = tuner.ask(1)
-            waits.append(time.perf_counter() - t0)
             numbers.append(s.number)
             assert 0.0 <= s.params["x"] <= 1.0
             for step in (1, 2):
@@ -100,13 +98,13 @@ def test_bo_is_computed_ahead_and_state_is_saved(tmp_path: Path):
     finally:
         tuner.close()
     assert numbers == list(range(6))
-    nodes = [t.generator_runs[0]._generation_node_name for t in tuner.client._experiment.trials.values()]
+    nodes = list(tuner.client.summarize()["generation_node"])
     # The initialization budget (3) counts the center point. Trial 3 is Sobol or MBM depending on
     # whether Ax's transition is checked before or after trial 0's result lands (a race between
     # the tell and the suggestion computed ahead); from trial 4 on it is always BO.
     assert nodes[:3] == ["CenterOfSearchSpace", "Sobol", "Sobol"], nodes
     assert nodes[3] in ("Sobol", "MBM") and nodes[4:] == ["MBM", "MBM"], nodes
-    assert max(waits[3:]) < 0.1, waits  # computed ahead: no worker waits for the fit
+    assert ahead[3:] == [1, 1, 1], ahead  # computed ahead while the 'workers' trained: ask() had it ready
     saved = json.loads((tmp_path / "ax.json").read_text())
     assert len(saved["experiment"]["trials"]) == 6
     assert not list(tmp_path.glob("*.tmp"))
@@ -137,7 +135,7 @@ def test_early_stopping_prunes_a_bad_curve_and_restore_reads_everything_back(tmp
         tuner.wait_idle()
     finally:
         tuner.close()
-    status = {i: t.status.name for i, t in tuner.client._experiment.trials.items()}
+    status = dict(zip(tuner.client.summarize()["trial_index"], tuner.client.summarize()["trial_status"], strict=True))
     assert status[bad.number] == "EARLY_STOPPED" and status[failing.number] == "FAILED"
     # a new driver reads ax.json back: the running trial is interrupted and queued once more
     again = ax_backend.AxTuner.from_spec(SMALL, opts)
@@ -186,3 +184,61 @@ def test_a_result_told_before_a_crash_is_not_lost(tmp_path: Path):
     fresh = ax_backend.AxTuner.from_spec(SMALL, opts)
     assert not (tmp_path / "ax.results.jsonl").exists()
     fresh.close()
+
+
+def test_importing_ax_changes_no_global_logging_and_prints_nothing():
+    """Importing the backend leaves logging as it was (no logging.disable, Ax's stderr handler at
+    its own level, no filter left behind) and prints no INFO line; the level is set through Ax's
+    own API when a client is created."""
+    import subprocess
+    import sys
+
+    from tests.conftest import harness_env
+
+    code = (
+        "import logging\n"
+        "import harness.tuners.ax as a\n"
+        "from ax.utils.common.logger import ROOT_STREAM_HANDLER as h\n"
+        "from harness.tuners.ax_space import IMPORT_LOGGER\n"
+        "print(logging.root.manager.disable, h.level, len(logging.getLogger(IMPORT_LOGGER).filters) - 1)\n"
+        "from harness.spec import parse_spec\n"
+        "from harness.tuners.base import TunerOptions\n"
+        "spec = parse_spec({'objective': 'x:y', 'metric': {'name': 'v'}, 'params': {'x': {'type': 'float', "
+        "'low': 0.0, 'high': 1.0}}})\n"
+        "a.AxTuner.from_spec(spec, TunerOptions()).close()\n"
+        "print(h.level)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=harness_env(),
+                         timeout=120, check=True)
+    import logging
+
+    # Ax's own logger keeps its one filter (AxOutputNameFilter, added by its get_logger): ours is gone
+    assert run.stdout.split() == ["0", str(logging.INFO), "0", str(logging.ERROR)]
+    assert "INFO" not in run.stderr, run.stderr[-2000:]
+
+
+def test_state_is_written_through_unique_temporary_files(tmp_path: Path, monkeypatch):
+    """ax.json goes through harness.files.write_atomic_via (a uniquely named temporary file, then
+    os.replace): a save that fails leaves the previous state whole and no temporary file."""
+    opts = TunerOptions(seed=0, state_dir=tmp_path, extra={"budget": 3, "ax_method": "random_search"})
+    tuner = ax_backend.AxTuner.from_spec(SMALL, opts)
+    try:
+        (s,) = tuner.ask(1)
+        tuner.wait_idle()
+        before = (tmp_path / "ax.json").read_bytes()
+        seen: list[str] = []
+
+        def broken(path: str) -> None:
+            seen.append(Path(path).name)
+            Path(path).write_text('{"half": ')
+            raise OSError("disk full")
+
+        monkeypatch.setattr(tuner.client, "save_to_json_file", broken)
+        with pytest.raises(OSError, match="disk full"):
+            tuner._save()
+        assert (tmp_path / "ax.json").read_bytes() == before
+        assert len(seen) == 1 and seen[0].startswith("ax.json.") and seen[0].endswith(".tmp")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["ax.json", "ax.results.jsonl"]
+    finally:
+        monkeypatch.undo()
+        tuner.close()

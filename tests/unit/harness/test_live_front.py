@@ -83,3 +83,57 @@ def test_ax_objective_string_and_thresholds_from_the_reference_point():
     assert sorted(str(t) for t in config.objective_thresholds) == [
         "OutcomeConstraint(branin <= 18)", "OutcomeConstraint(currin <= 6)"]
     assert optimization(load_spec("branin")) == {"objective": "-value"}
+
+
+def test_nsga2_population_size_is_settable_and_checked():
+    """A 40-trial NSGA-II sweep with Optuna's default population of 50 never leaves its random first
+    generation; population_size=4 evolves from the fifth trial on (Optuna's own generation count)."""
+    from harness.tuners.optuna import OptunaTuner
+
+    spec = load_spec("branin-currin")
+
+    def generations(options: TunerOptions) -> list[int]:
+        tuner = OptunaTuner.from_spec(spec, options)
+        for _ in range(9):
+            (s,) = tuner.ask(1)
+            x0, x1 = s.params["x0"], s.params["x1"]
+            tuner.tell(TrialResult(s.number, s.params, TrialState.COMPLETE, value=x0,
+                                   metrics={"branin": x0 + x1, "currin": 2 - x0 * x1}))
+        return [t.system_attrs["NSGAIISampler:generation"] for t in tuner.study.get_trials(deepcopy=False)]
+
+    assert generations(TunerOptions(sampler="nsga2", storage="memory", population_size=4)) == [0] * 4 + [1] * 4 + [2]
+    assert generations(TunerOptions(sampler="nsga2", storage="memory")) == [0] * 9
+    # the runner's tuner_options dict reaches it too (until the CLI flag fills the typed field)
+    assert generations(TunerOptions(sampler="nsga2", storage="memory", extra={"population_size": 4}))[4] == 1
+    OptunaTuner.check(spec, TunerOptions(sampler="nsga2", population_size=2))
+    with pytest.raises(TunerError, match=r"^--population-size 8: only --sampler nsga2 has a population \(got --sampler tpe\)$"):
+        OptunaTuner.check(spec, TunerOptions(sampler="tpe", population_size=8))
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(TunerError, match=f"--population-size {bad}: must be a whole number >= 2"):
+            OptunaTuner.check(spec, TunerOptions(sampler="nsga2", population_size=bad))
+
+
+def test_the_summary_says_why_a_hypervolume_is_zero_and_uses_the_kept_default_reference(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.display import hypervolume_text
+    from harness.files import write_atomic
+    from harness.front import REFERENCE_FILE
+    from harness.recorder import SweepStats
+
+    spec = load_spec("branin-currin")  # reference point (18, 6) in the spec
+    stats = SweepStats(budget=2)
+    for n, (b, c) in enumerate([(30.0, 2.0), (10.0, 9.0)]):  # neither beats (18, 6) in both
+        stats.add(TrialResult(n, {}, TrialState.COMPLETE, value=b, metrics={"branin": b, "currin": c}), spec.metric)
+    summary = SimpleNamespace(spec=spec, stats=stats, state_dir=tmp_path)
+    assert hypervolume_text(summary) == (
+        "0  (reference point 18, 6: spec); hypervolume 0: no complete trial is better than the reference point "
+        "[18.0, 6.0] in every objective (not better: objective 1 in 1 of 2, objective 2 in 1 of 2); move the "
+        "reference point (the spec's metrics' reference) past the values the trials reach")
+    free = spec.model_copy(update={"metrics": [m.model_copy(update={"reference": None}) for m in spec.metrics]})
+    summary.spec = free
+    assert hypervolume_text(summary) == "-  (no complete trial)"  # no default chosen yet
+    write_atomic(tmp_path / REFERENCE_FILE, '{"metrics": ["branin", "currin"], "reference": [40.0, 10.0], '
+                                            '"curves_logged": true}')
+    # (30, 2) and (10, 9) under (40, 10): 10 * 8 + 30 * 1 - overlap (10 * 1) = 100
+    assert hypervolume_text(summary) == "100  (reference point 40, 10: default)"

@@ -225,3 +225,56 @@ def test_branin_currin_grid_hypervolume_approaches_max():
     hv = hypervolume(thin, goals, ref)
     max_hv = 59.36011874867746  # BoTorch's BraninCurrin.max_hv
     assert max_hv * 0.99 < hv <= max_hv * (1 + 1e-9)
+
+
+def test_a_hypervolume_of_zero_says_why():
+    from harness.pareto import zero_volume_reason
+
+    pts = [[5.5, 1.0], [1.0, 7.0], [6.0, 6.0]]  # none is better than (5, 5) in both objectives
+    assert hypervolume(pts, [MIN, MIN], [5.0, 5.0]) == 0.0
+    why = zero_volume_reason(pts, [MIN, MIN], [5.0, 5.0])
+    assert why == ("hypervolume 0: no complete trial is better than the reference point [5.0, 5.0] in every "
+                   "objective (not better: objective 1 in 2 of 3, objective 2 in 2 of 3); move the reference "
+                   "point (the spec's metrics' reference) past the values the trials reach")
+    assert zero_volume_reason(pts, [MIN, MIN], [5.0, 8.0]) is None  # (1, 7) is inside: volume > 0
+    assert zero_volume_reason([[5.0, 1.0]], [MIN, MIN], [5.0, 5.0]) is not None  # on the boundary: no volume
+    assert zero_volume_reason(pts, [MIN, MIN], None) is None
+    assert zero_volume_reason([[math.nan, 1.0]], [MIN, MIN], [5.0, 5.0]) is None  # nothing complete
+    assert zero_volume_reason([[-1.0, 1.0]], [MAX, MIN], [0.0, 5.0]) is not None  # -1 is worse when maximized
+    trials = [trial(0, 5.5, 1.0), trial(1, 1.0, 7.0)]
+    doc = front_records(trials, ["branin", "currin"], [MIN, MIN], reference=[5.0, 5.0]).to_json()
+    assert doc["hypervolume"] == 0.0 and doc["note"].startswith("hypervolume 0: no complete trial")
+    assert "note" not in front_records(trials, ["branin", "currin"], [MIN, MIN], reference=[5.0, 8.0]).to_json()
+
+
+def test_three_objectives_are_drawn_as_a_scatter_matrix_without_a_staircase(tmp_path):
+    """A staircase through two of three objectives joins points that are not neighbours: with 3+
+    objectives every pair gets its own panel, the front (of all objectives) highlighted, no line."""
+    import matplotlib.pyplot as plt
+
+    from harness.pareto_plots import front_figures, write_fronts
+
+    rng = np.random.default_rng(0)
+    pts = rng.random((30, 3))
+    goals = [MIN, MAX, MIN]
+    front = pts[pareto_mask(pts, goals)]
+    fig, pfig = front_figures({"trials": pts}, ["a", "b", "c"], goals, "t", reference=[1.0, 0.0, 1.0])
+    assert len(fig.axes) == 9
+    for k, ax in enumerate(fig.axes):
+        i, j = divmod(k, 3)
+        assert len(ax.lines) == 0, "no staircase"
+        if i == j:
+            continue
+        drawn = [c.get_offsets() for c in ax.collections]  # dominated, front, reference point
+        assert np.array_equal(np.asarray(drawn[1]), front[:, [j, i]])  # the same front in every panel
+        assert np.array_equal(np.asarray(drawn[2]), [[[1.0, 0.0, 1.0][j], [1.0, 0.0, 1.0][i]]])
+    plt.close(fig)
+    assert [t.type for t in pfig.data] == ["splom", "splom", "splom"]
+    assert [d["label"] for d in pfig.data[1].dimensions] == ["a", "b", "c"]
+    assert np.array_equal(np.column_stack([d["values"] for d in pfig.data[1].dimensions]), front)
+    # two objectives keep the staircase, one line per front
+    fig2, _ = front_figures({"trials": pts[:, :2]}, ["a", "b"], goals[:2], "t")
+    assert len(fig2.axes) == 1 and len(fig2.axes[0].lines) == 1
+    plt.close(fig2)
+    paths = write_fronts({"x": pts, "y": pts[::-1] * 0.9}, ["a", "b", "c"], goals, tmp_path, "two groups")
+    assert [p.name for p in paths] == ["pareto.png", "pareto.html"] and all(p.stat().st_size > 0 for p in paths)

@@ -17,9 +17,9 @@ import pytest
 
 from harness.cli import main
 from harness.engines.simulated import SimulatedEngine
-from harness.simulate import TableOracle, rows_for_params, simulate_sweep
+from harness.simulate import TableOracle, simulate_sweep
 from harness.spec import load_spec
-from harness.surrogate import Curve, Surrogate
+from harness.surrogate import Curve, Surrogate, row_params
 from harness.tabulate import BASE_COLUMNS, ROWS, TabulateOptions, sobol_design, tabulate
 from harness.trials import Done, Report, TrialState, TrialTask
 from harness.tuners.manual import ManualTuner
@@ -81,6 +81,12 @@ def test_sobol_design_respects_the_space() -> None:
         for name, v in params.items():
             assert spec.params[name].contains(v), (name, v)
     assert {p["loss"] for p in design} == {"tb", "db", "subtb", "fm"}
+
+
+def rows_for_params(spec, table) -> list[dict]:  # noqa: ANN001
+    """The tabulated configurations as params dicts (design order)."""
+    first = table.drop_duplicates(["config"]).sort_values("config")
+    return [row_params(r, spec) for _, r in first.iterrows()]
 
 
 def test_simulated_sweep_replays_the_table_exactly(tabulated: dict) -> None:
@@ -229,7 +235,6 @@ def test_a_seedless_objective_gets_no_seed_noise_and_bounds_are_the_one_normaliz
     assert oracle.bounds() == (want.optimum, want.worst)
 
 
-@pytest.mark.xfail(reason="until harness/simulate.py reads its table with harness.oracle.load_table", strict=False)
 def test_cli_truncated_table_is_one_line_exit_2(tabulated: dict, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     good = Path(tabulated["second"].out)
@@ -239,3 +244,27 @@ def test_cli_truncated_table_is_one_line_exit_2(tabulated: dict, tmp_path: Path,
                  "--seeds", "1", "--trials", "2", "--tracking-uri", "none"]) == 2
     err = capsys.readouterr().err.strip()
     assert str(cut) in err and "harness tabulate" in err and len(err.splitlines()) == 1
+
+
+def test_tabulate_dense_stage_around_the_best_decile(tabulated: dict) -> None:
+    """--dense N: N more configurations x the seeds around the Sobol stage's best decile,
+    designed once (a rerun runs the same ones), indexed after the Sobol stage."""
+    import shutil
+
+    from harness.oracle import dense_design
+
+    root = tabulated["root"]
+    shutil.copytree(root / "state" / "tiny", root / "dense-state" / "tiny")
+    opts = dict(space=tabulated["space"], seeds=2, configs=8, out=root / "dense.parquet",
+                state_root=root / "dense-state", tracking_uri="none")
+    s = tabulate(TabulateOptions(dense=3, **opts))  # type: ignore[arg-type]
+    assert s.ran == 3 * 2 and s.trials == 16 + 6 and s.configs == 11
+    df = pd.read_parquet(s.out)
+    finals = df[df["kind"] == "final"]
+    assert sorted(set(finals["config"])) == list(range(11))
+    sobol = tabulated["table"]
+    want = dense_design(tabulated["spec"], sobol, n=3, seed=0)
+    got = [finals[finals["config"] == i].iloc[0] for i in (8, 9, 10)]
+    assert [round(float(r["param.x1"]), 12) for r in got] == [round(float(w["x1"]), 12) for w in want]
+    again = tabulate(TabulateOptions(dense=3, **opts))  # type: ignore[arg-type]
+    assert again.ran == 0 and again.trials == 22  # resumed: nothing to run, the same design

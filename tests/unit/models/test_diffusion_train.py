@@ -3,7 +3,6 @@ search spaces, the denoiser's fast paths, and the quality claims (digits here, m
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Iterator
@@ -16,16 +15,15 @@ import torch.nn.functional as F
 import yaml
 
 from models.diffusion.data import TOYS
-from models.diffusion.denoiser import Denoiser
+from models.diffusion.denoiser import Denoiser, Padding, Shape, denoise, pack
 from models.diffusion.train import (
     Config,
-    FlatAdamW,
-    build,
-    clip_grad_norm_,
-    flatten_parameters,
+    DiffusionPopulation,
+    adamw_rows_,
+    clip_rows_,
     train,
-    train_step,
 )
+from models.functional_optim import adam_init
 
 ROOT = Path(__file__).resolve().parents[3]
 TINY: dict[str, Any] = {
@@ -186,52 +184,96 @@ def test_denoiser_gathers_time_embeddings_exactly() -> None:
     assert net(x, t).shape == (32, 2)
 
 
-def test_flat_parameter_buffer_gets_the_ordinary_gradients() -> None:
-    torch.manual_seed(0)
-    net = Denoiser(dim=2, T=10, width=8, depth=2)
-    ref = copy.deepcopy(net)
-    flat = flatten_parameters(net, with_grad=True)
-    x, t, y = torch.randn(16, 2), torch.randint(0, 10, (16,)), torch.randn(16, 2)
-    F.mse_loss(net(x, t), y).backward()
-    F.mse_loss(ref(x, t), y).backward()
-    torch.testing.assert_close(flat.grad, torch.cat([p.grad.reshape(-1) for p in ref.parameters()]))
-    with torch.no_grad():
-        flat.add_(1.0)  # the module's parameters are views of the buffer
-    torch.testing.assert_close(next(net.parameters()), next(ref.parameters()) + 1)
+@pytest.mark.filterwarnings("ignore:grad and param do not obey")
+def test_rows_get_each_members_ordinary_gradient() -> None:
+    """Backward through the population's loss (3 members of different widths and depths,
+    padded, vmapped) writes into each row exactly the gradient of that member's own denoiser
+    at its own shape (float64, 1e-12), and zeros into its padded entries (before masking)."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        configs = [TINY | {"width": 16, "depth": 2}, TINY | {"width": 24, "depth": 1},
+                   TINY | {"width": 8, "depth": 3}]  # fmt: skip
+        pop = DiffusionPopulation(TINY, capacity=3, group_overhead=math.inf)
+        for seed, c in enumerate(configs):
+            pop.add(c, seed)
+        (pop,) = pop.groups  # type: ignore[assignment]  # the one padded row group
+        for block in range(3):  # leave the zero-initialized identity start
+            for i in range(3):
+                w = pop._leaves[f"blocks.{block}.fc2.weight"].data[i]
+                w.copy_(torch.randn_like(w) * 0.1)
+        pop.flat.mul_(pop.grad_mask)  # keep the padding exact
+        g = torch.Generator().manual_seed(0)
+        xt, t = torch.randn(3, 32, 2, generator=g), torch.randint(0, 20, (3, 32), generator=g)
+        target = torch.randn(3, 32, 2, generator=g)
+        pop.grad.zero_()
+        assert pop._loss is not None
+        pop._loss(pop._leaves, xt, t, target, *pop._extras).sum().backward()
+        for i, m in enumerate(pop.members):
+            own = {k: v.requires_grad_(True) for k, v in pop.own(m).items()}
+            out = denoise(own, xt[i], t[i], shape=m.shape, T=20, t_scale=1000.0 / 20)
+            F.mse_loss(out, target[i]).backward()
+            ref = pack({k: v.grad for k, v in own.items()}, m.shape, pop.shape)
+            ref_row = torch.cat([v.reshape(-1) for v in ref.values()])
+            torch.testing.assert_close(pop.grad[i], ref_row, rtol=1e-12, atol=1e-14)
+    finally:
+        torch.set_default_dtype(dtype)
 
 
-def test_flat_adamw_and_clipping_match_torch() -> None:
-    """FlatAdamW == torch.optim.AdamW step for step (weight decay, a changing lr, bias
-    correction); clip_grad_norm_ == torch.nn.utils.clip_grad_norm_."""
+def test_masked_layer_norm_and_bypass_equal_the_member_alone() -> None:
+    """A member packed into a wider and deeper shape computes what it computes alone."""
     torch.manual_seed(0)
-    ours = torch.nn.Parameter(torch.randn(1000))
-    ref = torch.nn.Parameter(ours.detach().clone())
-    start = ours.detach().clone()
-    opt, ref_opt = (
-        FlatAdamW(ours, lr=1e-2, weight_decay=0.1),
-        torch.optim.AdamW([ref], lr=1e-2, weight_decay=0.1),
-    )
-    for step in range(30):
-        grad = torch.randn(1000) * (10 if step % 3 == 0 else 0.1)
-        ours.grad, ref.grad = grad.clone(), grad.clone()
-        clip_grad_norm_(ours.grad, 5.0)
-        torch.nn.utils.clip_grad_norm_([ref], 5.0)
-        torch.testing.assert_close(ours.grad, ref.grad)
-        opt.lr = ref_opt.param_groups[0]["lr"] = 1e-2 * (step + 1) / 30
-        opt.step()
-        ref_opt.step()
-    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
-    assert (ours - start).abs().mean() > 1e-2  # it moved
+    net = Denoiser(dim=2, T=10, width=8, depth=1, input_embedding="sinusoidal")
+    torch.nn.init.normal_(net.blocks[0].fc2.weight, std=0.1)
+    own = {k: v.detach() for k, v in net.named_parameters()}
+    big = Shape(2, 20, 3, "sinusoidal")
+    pad = Padding(torch.tensor(8.0), (torch.arange(20) < 8).float(), torch.tensor(1))
+    x, t = torch.randn(16, 2), torch.randint(0, 10, (16,))
+    out = denoise(pack(own, net.shape, big), x, t, shape=big, T=10, t_scale=100.0, pad=pad)
+    torch.testing.assert_close(out, net(x, t), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("per_row", [True, False])
+def test_adamw_and_clipping_per_row_match_torch(per_row: bool) -> None:
+    """adamw_rows_ (per row: torch's fused kernel; all rows: functional_optim.adam_step with
+    [K] hyperparameters) and clip_rows_ equal, row by row, torch.optim.AdamW and
+    torch.nn.utils.clip_grad_norm_ on each member alone, for 200 steps with per-member
+    learning rates (changing), weight decays and clipping norms (0 = off), float64."""
+    g = torch.Generator().manual_seed(0)
+    k, n = 3, 500
+    flat = torch.randn(k, n, generator=g, dtype=torch.float64)
+    refs = [torch.nn.Parameter(flat[i].clone()) for i in range(k)]
+    lrs, wds, clips = [1e-2, 3e-3, 5e-2], [0.1, 0.0, 0.01], [5.0, 0.0, 0.5]
+    opts = [torch.optim.AdamW([r], lr=lr, weight_decay=wd) for r, lr, wd in zip(refs, lrs, wds, strict=True)]
+    state = adam_init([flat])
+    for step in range(200):
+        grad = torch.randn(k, n, generator=g, dtype=torch.float64) * (10 if step % 3 else 0.1)
+        scale = 0.5 * (1 + math.cos(math.pi * step / 200))
+        for i, r in enumerate(refs):
+            r.grad = grad[i].clone()
+            if clips[i] > 0:
+                torch.nn.utils.clip_grad_norm_([r], clips[i])
+            opts[i].param_groups[0]["lr"] = lrs[i] * scale
+            opts[i].step()
+        clip_rows_(grad, clips)
+        rows = list(range(k))
+        adamw_rows_(flat, grad, state, rows, [lr * scale for lr in lrs], wds, per_row=per_row)
+    for i, r in enumerate(refs):
+        torch.testing.assert_close(flat[i], r.detach(), rtol=1e-12, atol=1e-12)
+    assert (flat[0] - refs[0].detach()).abs().max() < 1e-12 < (flat[0].abs().mean())
 
 
 def test_train_step_moves_the_weights_and_the_ema() -> None:
-    state = build(Config.from_dict(TINY))
-    w0, e0 = state.flat.detach().clone(), state.ema_flat.clone()
-    torch.testing.assert_close(w0, e0)
+    pop = DiffusionPopulation(TINY, capacity=1)
+    pop.add(TINY, 0)
+    w0, e0 = pop.weights(0), pop.weights(0, ema=True)
+    assert all(torch.equal(w0[k], e0[k]) for k in w0)
     for _ in range(3):
-        train_step(state)
-    assert not torch.equal(state.flat.detach(), w0) and not torch.equal(state.ema_flat, e0)
-    assert state.step == 3
+        pop.train_step()
+    w, e = pop.weights(0), pop.weights(0, ema=True)
+    assert all(not torch.equal(w[k], w0[k]) for k in ("in_proj.weight", "out.2.bias"))
+    assert all(not torch.equal(e[k], e0[k]) for k in ("in_proj.weight", "out.2.bias"))
+    assert pop.members[0].step == 3
 
 
 def _quick_config(dataset: str) -> dict[str, Any]:

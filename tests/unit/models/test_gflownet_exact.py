@@ -223,8 +223,15 @@ def test_subtb_matches_a_loop_over_subtrajectories() -> None:
                 num += lam ** (j - i) * float(r) ** 2
                 den += lam ** (j - i)
         total += num / den
-    got = float(subtrajectory_balance(log_flow, log_pf, log_pb, lengths, lam))
+    got = float(subtrajectory_balance(log_flow, log_pf, log_pb, lengths, lam, torch.ones(b, dtype=torch.bool)))
     assert got == pytest.approx(total / b, rel=1e-12)
+    # a padded (masked) trajectory counts nowhere: the mean stays over the member's own rows
+    pad = torch.randn(1, t + 1, generator=g, dtype=torch.float64)
+    masked = subtrajectory_balance(torch.cat([log_flow, pad]), torch.cat([log_pf, pad[:, :t]]),
+                                   torch.cat([log_pb, pad[:, 1:]]), torch.cat([lengths, lengths[:1]]),
+                                   torch.tensor(lam, dtype=torch.float64),
+                                   torch.tensor([True, True, True, False]))
+    assert float(masked) == pytest.approx(total / b, rel=1e-12)
 
 
 def test_modes_found_counts_corner_regions() -> None:
