@@ -36,13 +36,14 @@ lint: install
 ui: install
 	$(BIN)/harness ui
 
-# Tabulated spaces for simulated benchmarks (issue 16): 500 Sobol configurations x 3 seeds each, one
+# Tabulated spaces for simulated benchmarks: 500 Sobol configurations + 100 around the best decile, x 3 seeds each, one
 # worker; resumable (rerun after a crash). Hours of CPU; --workers N or a GPU shortens it.
 TABLE_CONFIGS ?= 500
 TABLE_SEEDS   ?= 3
+TABLE_DENSE   ?= 100
 tables: install
 	for s in gflownet-quick diffusion-quick locoprop-quick; do \
-	  $(BIN)/harness tabulate $$s --configs $(TABLE_CONFIGS) --seeds $(TABLE_SEEDS) || exit 1; done
+	  $(BIN)/harness tabulate $$s --configs $(TABLE_CONFIGS) --seeds $(TABLE_SEEDS) --dense $(TABLE_DENSE) || exit 1; done
 	$(BIN)/python benchmarks/tables.py
 
 clean:
