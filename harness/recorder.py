@@ -132,9 +132,15 @@ class Recorder:
 
     # -- stop rules --------------------------------------------------------------------------
     def request_stop(self, reason: str = INTERRUPTED) -> None:
-        """Stop dispatching (Ctrl-C): running trials stop and are recorded ``interrupted``."""
+        """Stop dispatching (Ctrl-C): running trials stop and are recorded ``interrupted``.
+
+        Ctrl-C wins over a rule that stopped dispatching before (``--timeout``, the step
+        budget), whose running trials would otherwise finish: the person asked to stop now,
+        and the sweep must end ``interrupted`` (exit 130, resumable)."""
         if self.stop_reason is None:
             self.stop_reason = reason
+        if reason == INTERRUPTED and self.stats.stopped_early not in (None, INTERRUPTED):
+            self.stop_reason = self.stats.stopped_early = INTERRUPTED
 
     def should_stop(self) -> str | None:
         """Why no new trial may start (Ctrl-C, ``--timeout``, the step budget), or None."""

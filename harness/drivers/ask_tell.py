@@ -41,6 +41,7 @@ class AskTellDriver:
     asked: int = -1  # trials asked so far (-1: not begun)
     exhausted: bool = False  # the tuner has nothing more to propose
     stopping: bool = False  # a stop rule fired; what was asked ahead is given back
+    interrupting: bool = False  # Ctrl-C: the running trials were told to stop
     reruns: set[int] = field(default_factory=set)  # trials that rerun a lost one (not again)
     _to_rerun: list[dict] = field(default_factory=list)  # params of lost trials, enqueued
 
@@ -86,13 +87,14 @@ class AskTellDriver:
         stop = rec.should_stop()
         if stop and not self.stopping:
             self.stopping = True
-            if rec.interrupted:
-                for number in self.tasks:  # finish their current report, then stop
-                    rec.interrupting(number)
-                    engine.stop_trial(number)
             for s in self.ready:  # asked ahead but never run: not part of the budget
                 rec.never_ran(self._task(s))
             self.ready.clear()
+        if rec.interrupted and not self.interrupting:  # Ctrl-C, also after --timeout stopped dispatching
+            self.interrupting = True
+            for number in self.tasks:  # finish their current report, then stop
+                rec.interrupting(number)
+                engine.stop_trial(number)
         free = engine.free_slots()
         while free and self.ready and not stop:
             self._dispatch(self.ready.pop(0))

@@ -84,3 +84,31 @@ def test_a_sweeps_own_error_ends_it_alone() -> None:
     for seed in (0, 2):  # the others went on to their budget
         assert by_seed[seed].error is None and by_seed[seed].recorder.stats.finished == 4
         assert by_seed[seed].status == "FINISHED"
+
+
+def test_ctrl_c_after_the_timeout_still_interrupts_the_running_trials() -> None:
+    """--timeout stops dispatching and lets the running trials finish; a Ctrl-C after that must
+    still stop them now and end the sweep interrupted (exit 130, resumable), not finished."""
+    from harness.trials import INTERRUPTED, TrialState
+
+    spec = load_spec("branin")
+    long = Curve([(s, 10.0 * s, {"value": 1.0}) for s in range(1, 11)], 100.0, 10, {"value": 1.0})
+    engine = SimEngine(lambda task: long, workers=2, charge_tuner_time=False)
+    sweep = assemble(spec, RandomTuner(spec, seed=0), NullTracker(), engine, budget=6, seed=0,
+                     timeout=5.0, clock=engine.clock)
+    driver, rec = sweep.driver, sweep.recorder
+    engine.start("none")
+    while driver.step():  # until the timeout has stopped dispatching (2 trials running)
+        for event in engine.poll(0.05):
+            driver.handle(event)
+        if rec.should_stop():
+            break
+    assert rec.should_stop().startswith("timeout") and len(driver.tasks) == 2
+    rec.request_stop()  # Ctrl-C
+    assert rec.interrupted and rec.should_stop() == INTERRUPTED
+    while driver.step():
+        for event in engine.poll(0.05):
+            driver.handle(event)
+    results = rec.stats.results
+    assert len(results) == 2 and all(r.state is TrialState.FAILED and r.interrupted for r in results)
+    assert all(r.steps < 10 for r in results)  # stopped at a report, not run to their end

@@ -60,7 +60,7 @@ def test_ctrl_c_after_a_timeout_still_ends_the_sweep_interrupted():
     rec = Recorder(SPEC, NullTracker(), budget=3, timeout=5.0, clock=lambda: now[0])
     now[0] = 6.0
     assert rec.should_stop() == "timeout after 5 s" and not rec.interrupted
-    rec.request_stop()  # the first Ctrl-C: another rule already stopped dispatch
-    assert rec.should_stop() == "timeout after 5 s"
-    rec.mark_interrupted()
+    rec.request_stop()  # the first Ctrl-C: another rule already stopped dispatch; Ctrl-C wins
+    assert rec.interrupted and rec.should_stop() == "interrupted" and rec.stop_reason == "interrupted"
+    rec.mark_interrupted()  # what Ray Tune's driver calls when its loop ends: the same state
     assert rec.interrupted and rec.should_stop() == "interrupted" and rec.stop_reason == "interrupted"
