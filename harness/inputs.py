@@ -142,12 +142,36 @@ class Prepared:
     population: int = 1  # members per worker population, as resolved (1: one trial per process)
 
 
+def first_configs(spec: SweepSpec, options: SweepOptions) -> list[dict[str, Any]]:
+    """Configurations evaluated before the tuner's own: the defaults, then ``--enqueue`` ones."""
+    import yaml
+
+    configs: list[dict[str, Any]] = []
+    if options.defaults_first:
+        configs.append(spec.defaults()[0])
+    if options.enqueue:
+        try:
+            doc = yaml.safe_load(Path(options.enqueue).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"--enqueue {options.enqueue}: cannot read: {str(exc).splitlines()[0]}") from None
+        if isinstance(doc, dict):
+            doc = [doc]
+        if not isinstance(doc, list) or not all(isinstance(d, dict) for d in doc):
+            raise UsageError(f"--enqueue {options.enqueue}: expected a YAML list of parameter mappings")
+        for i, d in enumerate(doc):
+            d = d.get("params", d) if isinstance(d.get("params"), dict) else d
+            unknown = sorted(set(d) - set(spec.params))
+            if unknown:
+                raise UsageError(f"--enqueue {options.enqueue}: entry {i}: unknown parameter(s) {', '.join(unknown)}")
+            params, _ = spec.defaults(d)
+            configs.append(params)
+    return configs
+
+
 def prepare(options: SweepOptions, spec: SweepSpec | None = None, *, quiet: bool = False) -> Prepared:
     """Validate everything; raise a one-line error (SpecError, UsageError, ...) on the first fault.
     ``quiet``: notes (a population split, a plain trainer) are not said again (a benchmark's
     other sweeps, prepared like its first)."""
-    from harness.params_file import first_configs
-
     if ":" in options.tuner:  # --tuner optuna:cmaes = --tuner optuna --sampler cmaes
         t = parse_tuner(options.tuner, None if options.sampler == "tpe" else options.sampler,
                         options.tuner_options.get("scheduler"))
@@ -350,5 +374,5 @@ def _stderr(message: str) -> None:
 
 
 __all__ = ["POPULATION_CUDA", "STATE_ROOT", "Prepared", "SweepOptions", "TunerName", "UsageError",
-           "engine_slots", "free_bytes_per_worker", "own_loop", "parse_tuner", "parse_tuners",
+           "engine_slots", "first_configs", "free_bytes_per_worker", "own_loop", "parse_tuner", "parse_tuners",
            "prepare", "tuner_options"]

@@ -1,13 +1,13 @@
-"""Reading parameter values from the command line and from files: ``--set``, ``--params``,
-``--enqueue`` and ``--defaults-first``."""
+"""Reading parameter values from the command line and from files: ``--set`` and ``--params``
+(``--enqueue`` and ``--defaults-first`` are validated with the other inputs:
+:func:`harness.inputs.first_configs`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from harness.inputs import SweepOptions, UsageError
-from harness.spec import SweepSpec
+from harness.inputs import UsageError
 
 
 def read_params_file(path: str, member: int | None = None) -> dict[str, Any]:
@@ -51,32 +51,6 @@ def read_params_doc(path: str, member: int | None = None) -> tuple[dict[str, Any
     return doc, seed
 
 
-def first_configs(spec: SweepSpec, options: SweepOptions) -> list[dict[str, Any]]:
-    """Configurations evaluated before the tuner's own: the defaults, then ``--enqueue`` ones."""
-    import yaml
-
-    configs: list[dict[str, Any]] = []
-    if options.defaults_first:
-        configs.append(spec.defaults()[0])
-    if options.enqueue:
-        try:
-            doc = yaml.safe_load(Path(options.enqueue).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise UsageError(f"--enqueue {options.enqueue}: cannot read: {str(exc).splitlines()[0]}") from None
-        if isinstance(doc, dict):
-            doc = [doc]
-        if not isinstance(doc, list) or not all(isinstance(d, dict) for d in doc):
-            raise UsageError(f"--enqueue {options.enqueue}: expected a YAML list of parameter mappings")
-        for i, d in enumerate(doc):
-            d = d.get("params", d) if isinstance(d.get("params"), dict) else d
-            unknown = sorted(set(d) - set(spec.params))
-            if unknown:
-                raise UsageError(f"--enqueue {options.enqueue}: entry {i}: unknown parameter(s) {', '.join(unknown)}")
-            params, _ = spec.defaults(d)
-            configs.append(params)
-    return configs
-
-
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are read as YAML scalars (1e-3, 64, true, tb)."""
     import yaml
@@ -99,4 +73,4 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["first_configs", "parse_set", "read_params_doc", "read_params_file"]
+__all__ = ["parse_set", "read_params_doc", "read_params_file"]

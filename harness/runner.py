@@ -32,11 +32,12 @@ from harness.inputs import (
     Prepared,
     SweepOptions,
     UsageError,
+    first_configs,
     free_bytes_per_worker,
     prepare,
     tuner_options,
 )
-from harness.params_file import first_configs, parse_set, read_params_doc, read_params_file
+from harness.params_file import parse_set, read_params_doc, read_params_file
 from harness.recorder import SweepStats
 from harness.sweep_dir import repair_state
 
