@@ -23,7 +23,7 @@ a simulated verdict on it is trusted:
 Regret is normalized as every verdict is (:func:`harness.ranking.normalization`: the best
 per-configuration mean, the median configuration). The full tables of the issue (>= 500 Sobol
 configurations x 3 seeds, then >= 100 dense configurations x 3 seeds around the best decile,
-:func:`harness.oracle.dense_design`) are built by ``make tables``; their commands are printed at
+:func:`harness.tabulate.dense_design`) are built by ``make tables``; their commands are printed at
 the end.
 """
 
@@ -46,8 +46,8 @@ def out_of_fold(spec: Any, table: Any, folds: int, seed: int = 0,
                 calibrate: bool = False) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(true mean final, out-of-fold prediction, config index) for every configuration with a
     complete final."""
-    from harness.surrogate import Surrogate, row_params
-    from harness.tabulate import METRIC
+    from harness.surrogate import Surrogate
+    from harness.tabulate import METRIC, row_params
 
     col = METRIC + spec.metric.name
     fin = table[(table["kind"] == "final") & (table["state"] == "complete")]

@@ -59,9 +59,9 @@ import numpy as np
 
 from harness.engines.base import EngineError
 from harness.ranking import Normalization, normalization
-from harness.spec import ChoiceParam, FloatParam, IntParam, SweepSpec
-from harness.surrogate import Curve, Encoder, Surrogate, row_params
-from harness.tabulate import METRIC, config_id, from_unit, read_table, sha256
+from harness.spec import SweepSpec
+from harness.surrogate import Curve, Encoder, Surrogate
+from harness.tabulate import METRIC, config_id, config_values, read_table, row_params, sha256
 from harness.trials import TrialTask
 
 SHIPPED_TABLES = Path(__file__).resolve().parent.parent / "benchmarks" / "tables"
@@ -131,19 +131,6 @@ def load_table(path: str | Path, space: str | None = None) -> Any:
 
 
 # -- the one normalization, from a table ------------------------------------------------------------
-def config_values(table: Any, metric: str) -> dict[str, list[float]]:
-    """Each configuration's complete final values over its seeds (non-finite ones kept out)."""
-    col = metric if metric.startswith(METRIC) else METRIC + metric
-    if col not in table.columns:
-        return {}
-    f = table[(table["kind"] == "final") & (table["state"] == "complete")]
-    out: dict[str, list[float]] = {}
-    for cid, v in zip(f["config_id"], f[col].to_numpy(float), strict=True):
-        if math.isfinite(v):
-            out.setdefault(str(cid), []).append(float(v))
-    return out
-
-
 def table_normalization(space: str | Path, metric: str, goal: str, *, table: Any = None,
                         optimum: float | None = None, worst: float | None = None) -> Normalization | None:
     """:func:`harness.ranking.normalization` on the table of ``space`` (found by
@@ -466,82 +453,6 @@ def noise_spread_ratio(spec: SweepSpec, table: Any, *, sims: int = 30, seed: int
             "configs": int(rv.size), "sims": sims, "neighbours": neighbours, "space": model.space}
 
 
-# -- the dense second stage ----------------------------------------------------------------------
-def to_unit(p: FloatParam | IntParam | ChoiceParam, v: Any) -> float:
-    """The inverse of :func:`harness.tabulate.from_unit`: the middle of ``v``'s cell in [0, 1)."""
-    if isinstance(p, ChoiceParam):
-        i = next((j for j, c in enumerate(p.values) if str(c) == str(v)), 0)
-        return (i + 0.5) / len(p.values)
-    x = float(v)
-    if isinstance(p, FloatParam):
-        if p.log:
-            return (math.log(x) - math.log(p.low)) / (math.log(p.high) - math.log(p.low))
-        return (x - p.low) / (p.high - p.low) if p.high > p.low else 0.5
-    if p.log:
-        return (math.log(x + 0.5) - math.log(p.low)) / (math.log(p.high + 1) - math.log(p.low))
-    return (x - p.low + 0.5) / (p.high - p.low + 1)
-
-
-def dense_design(spec: SweepSpec, table: Any, n: int = 100, *, seed: int = 0, top: float = 0.1,
-                 radius: float = 0.08, switch: float = 0.2) -> list[dict[str, Any]]:
-    """``n`` new configurations around the best ``top`` share (decile) of the table's
-    configurations (by mean final metric over complete seeds).
-
-    A scrambled Sobol sequence (``scipy.stats.qmc.Sobol``, seeded) gives, for each new
-    configuration, an offset in ``[-radius, radius]`` per numeric dimension of the unit cube
-    (log scale where the parameter is log, as the Sobol stage), added to an elite's coordinates
-    (the elites taken in turn, best first) and clipped; each choice keeps the elite's value
-    except with probability ``switch``, when it is drawn uniformly (so a neighbouring choice is
-    explored too). Conditionals are respected; configurations already in the table or drawn
-    twice are skipped, so the result holds at most ``n``.
-    """
-    from scipy.stats import qmc
-
-    if n < 1:
-        return []
-    col = METRIC + spec.metric.name
-    values = config_values(table, col)
-    if not values:
-        raise ValueError(f"the table has no complete {spec.metric.name} value to find its best decile")
-    sign = 1.0 if spec.metric.goal == "minimize" else -1.0
-    ranked = sorted(values, key=lambda c: sign * float(np.mean(values[c])))
-    elites_ids = ranked[:max(1, int(math.ceil(len(ranked) * top)))]
-    first = table.drop_duplicates("config_id").set_index("config_id")
-    names = list(spec.order())
-    elites = []
-    for cid in elites_ids:
-        params = row_params(first.loc[cid], spec)
-        elites.append([to_unit(spec.params[k], params[k]) if k in params else 0.5 for k in names])
-    import warnings
-
-    sampler = qmc.Sobol(d=len(names), scramble=True, seed=seed)
-    rng = np.random.default_rng(seed)
-    seen = set(first.index.astype(str))
-    out: list[dict[str, Any]] = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        u = sampler.random(4 * n)
-    for i, row in enumerate(u):
-        if len(out) >= n:
-            break
-        base = elites[i % len(elites)]
-        raw: dict[str, Any] = {}
-        for j, name in enumerate(names):
-            p = spec.params[name]
-            if isinstance(p, ChoiceParam):
-                x = float(rng.random()) if rng.random() < switch else base[j]
-            else:
-                x = base[j] + (2.0 * float(row[j]) - 1.0) * radius
-            raw[name] = from_unit(p, min(max(x, 0.0), 1.0 - 1e-12))
-        params = spec.active_params(raw)
-        cid = config_id(params)
-        if cid in seen:
-            continue
-        seen.add(cid)
-        out.append(params)
-    return out
-
-
 __all__ = ["LOCAL_TABLES", "NEIGHBOURS", "SHIPPED_TABLES", "NoiseModel", "TableError", "TableOracle",
-           "config_values", "dense_design", "find_table", "load_table", "noise_spread_ratio",
-           "table_candidates", "table_normalization", "to_unit"]
+           "config_values", "find_table", "load_table", "noise_spread_ratio",
+           "table_candidates", "table_normalization"]

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.spec import ChoiceParam, FloatParam, SweepSpec
-from harness.tabulate import METRIC, PARAM
+from harness.spec import ChoiceParam, SweepSpec
+from harness.tabulate import METRIC, row_params
 
 SENTINEL = -1.0
 
@@ -72,25 +72,6 @@ class Encoder:
             if p.when:
                 out.append(1.0 if active else 0.0)
         return out
-
-
-def row_params(row: Any, spec: SweepSpec) -> dict[str, Any]:
-    """A table row's active params as the trial saw them (ints back to int)."""
-    import pandas as pd
-
-    out: dict[str, Any] = {}
-    for n in spec.order():
-        v = row[PARAM + n]
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
-            continue
-        p = spec.params[n]
-        if isinstance(p, ChoiceParam):
-            out[n] = next((c for c in p.values if str(c) == str(v)), v)
-        elif isinstance(p, FloatParam):
-            out[n] = float(v)
-        else:
-            out[n] = int(round(float(v)))
-    return out
 
 
 @dataclass
@@ -262,4 +243,4 @@ def fidelity(spec: SweepSpec, table: Any, holdout: float = 0.2, seed: int = 0) -
             "train_configs": len(train), "test_configs": len(test)}
 
 
-__all__ = ["Curve", "Encoder", "Surrogate", "fidelity", "row_params"]
+__all__ = ["Curve", "Encoder", "Surrogate", "fidelity"]

@@ -23,16 +23,14 @@ from harness.oracle import (
     NoiseModel,
     TableError,
     TableOracle,
-    dense_design,
     find_table,
     load_table,
     noise_spread_ratio,
     table_normalization,
-    to_unit,
 )
 from harness.ranking import normalization
 from harness.spec import load_spec
-from harness.tabulate import config_id, from_unit, sha256
+from harness.tabulate import config_id, dense_design, from_unit, sha256, to_unit
 from harness.trials import TrialTask
 
 SPACE = """\

@@ -19,8 +19,8 @@ from harness.cli import main
 from harness.engines.simulated import SimulatedEngine
 from harness.simulate import TableOracle, simulate_sweep
 from harness.spec import load_spec
-from harness.surrogate import Curve, Surrogate, row_params
-from harness.tabulate import BASE_COLUMNS, ROWS, TabulateOptions, sobol_design, tabulate
+from harness.surrogate import Curve, Surrogate
+from harness.tabulate import BASE_COLUMNS, ROWS, TabulateOptions, row_params, sobol_design, tabulate
 from harness.trials import Done, Report, TrialState, TrialTask
 from harness.tuners.manual import ManualTuner
 
@@ -251,7 +251,7 @@ def test_tabulate_dense_stage_around_the_best_decile(tabulated: dict) -> None:
     designed once (a rerun runs the same ones), indexed after the Sobol stage."""
     import shutil
 
-    from harness.oracle import dense_design
+    from harness.tabulate import dense_design
 
     root = tabulated["root"]
     shutil.copytree(root / "state" / "tiny", root / "dense-state" / "tiny")
