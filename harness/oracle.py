@@ -386,14 +386,6 @@ class TableOracle:
         return normalization(values, self.spec.metric.goal, optimum=optimum, worst=worst,  # type: ignore[arg-type]
                              what="tabulated configurations")
 
-    def bounds(self, worst_quantile: float = 0.5) -> tuple[float, float]:
-        """(optimum, worst) of the normalized regret (:meth:`normalization`): the best
-        per-configuration mean over seeds, and the median configuration's mean (``worst_quantile``
-        toward the bad side). ``--optimum`` / ``--worst`` override them."""
-        values = config_values(self.table, self.spec.metric.name)
-        n = normalization(values, self.spec.metric.goal, worst_quantile=worst_quantile)  # type: ignore[arg-type]
-        return n.optimum, n.worst
-
 
 def _finite(row: Any, metrics: list[str]) -> dict[str, float]:
     out = {}
