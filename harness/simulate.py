@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from harness import names as N
-from harness.engines.base import Engine, EngineError
+from harness.engines.base import EngineError
 from harness.engines.simulated import SimulatedEngine
 from harness.oracle import TableOracle, find_table, load_table
 from harness.spec import SweepSpec, load_spec
@@ -97,7 +97,7 @@ def simulate_sweep(spec: SweepSpec, oracle: Callable[[TrialTask], Curve], tuner:
     else:  # a tuner object (a ManualTuner replaying the table, say)
         tuner_obj, tuner = tuner, getattr(tuner, "name", "tuner")
     _quiet_optuna()  # the optuna backend sets WARNING when it builds its study
-    engine = _SimEngine(oracle, workers=workers, charge_tuner_time=charge_tuner_time)
+    engine = SimulatedEngine(oracle, workers=workers, charge_tuner_time=charge_tuner_time)
     elapsed: list[float] = []  # the simulated clock at each finished trial
 
     def finished_at(stats: Any) -> None:
@@ -110,10 +110,6 @@ def simulate_sweep(spec: SweepSpec, oracle: Callable[[TrialTask], Curve], tuner:
     results = [r for r in stats.results if not r.interrupted]
     return SimSweep(tuner, seed, results, elapsed, time.perf_counter() - t0, engine.tuner_seconds,
                     engine.clock(), getattr(oracle, "exact", 0), getattr(oracle, "predicted", 0))
-
-
-class _SimEngine(SimulatedEngine, Engine):
-    """The simulated engine with the engine protocol's default abilities (no populations)."""
 
 
 @dataclass

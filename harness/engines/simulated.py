@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from harness.engines.base import Engine
 from harness.trials import Done, Event, Report, TrialTask
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class _Running:
 
 
 @dataclass
-class SimulatedEngine:
+class SimulatedEngine(Engine):
     """An :class:`~harness.engines.base.Engine` on a simulated clock (see the module doc)."""
 
     trace: Callable[[TrialTask], Curve]

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 from harness.builder import assemble
 from harness.drivers.multi import MultiSweepDriver, SharedEngine
-from harness.engines.base import Engine
 from harness.engines.simulated import SimulatedEngine
 from harness.spec import load_spec
 from harness.surrogate import Curve
 from harness.tracking import NullTracker
 from harness.tuners.random import RandomTuner
-
-
-class SimEngine(SimulatedEngine, Engine):
-    pass
 
 
 class BrokenTuner(RandomTuner):
@@ -32,7 +27,7 @@ class BrokenTuner(RandomTuner):
 def _run(sweeps: int, budget: int, workers: int, cap: int,
          broken: int | None = None) -> tuple[list[int], list, list[int]]:
     spec = load_spec("branin")
-    engine = SimEngine(lambda task: Curve([(1, 0.5, {"value": 1.0})], 1.0, 1, {"value": 1.0}),
+    engine = SimulatedEngine(lambda task: Curve([(1, 0.5, {"value": 1.0})], 1.0, 1, {"value": 1.0}),
                        workers=workers, charge_tuner_time=False)
     shared = SharedEngine(engine)
     order: list[int] = []
@@ -93,7 +88,7 @@ def test_ctrl_c_after_the_timeout_still_interrupts_the_running_trials() -> None:
 
     spec = load_spec("branin")
     long = Curve([(s, 10.0 * s, {"value": 1.0}) for s in range(1, 11)], 100.0, 10, {"value": 1.0})
-    engine = SimEngine(lambda task: long, workers=2, charge_tuner_time=False)
+    engine = SimulatedEngine(lambda task: long, workers=2, charge_tuner_time=False)
     sweep = assemble(spec, RandomTuner(spec, seed=0), NullTracker(), engine, budget=6, seed=0,
                      timeout=5.0, clock=engine.clock)
     driver, rec = sweep.driver, sweep.recorder
