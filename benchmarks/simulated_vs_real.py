@@ -3,42 +3,53 @@
     python benchmarks/simulated_vs_real.py \\
         --spaces gflownet-quick,diffusion-quick,locoprop-quick \\
         --tuners optuna:tpe,optuna:gp,optuna:cmaes,random,ax --budgets 20,50 \\
-        --real-seeds 10 --sim-seeds 30 [--workers 1] [--concurrent N] [--out FILE]
+        --real-seeds 10 --sim-seeds 30 [--workers 1] [--concurrent N] [--part all|real|real-read|sim|report] \\
+        [--jobs J] [--out FILE]
 
 Per space:
 
-1. the real side: ``harness benchmark SPACE --tuners ... --seeds N --trials MAX(budgets) --id ID``
-   through the CLI (so it runs on whatever engine ``harness benchmark`` uses: the shared,
-   concurrent one), tracked in ``--tracking-uri`` (default ``sqlite:///.harness/simulated_vs_real.db``);
-   a benchmark id whose sweeps are all there already is not rerun (``--id-prefix`` names them
-   ``PREFIX-SPACE``). Each sweep's best after ``b`` finished trials is its result at budget ``b``
-   (the anytime reading of one sweep of the largest budget);
-2. the simulated side: the same tuners on ``--sim-seeds`` seeds on the space's table
-   (:func:`harness.simulate.run_simulated_benchmark`, no tuner time charged), read the same way;
-3. both normalized on the one range (:func:`harness.ranking.normalization` on the table: the
-   best per-configuration mean, the median configuration), then :func:`harness.agreement.agreement`:
-   Kendall tau-b between simulated and real per-tuner IQM regret and mean rank, its bootstrap
-   interval over the real seeds, the real-vs-real split-half tau beside it (the ceiling), and the
-   share of Holm-significant real pairs the simulation orders the same way.
+1. the real side (``--part real``): ``harness benchmark SPACE --tuners ... --seeds N --trials
+   MAX(budgets) --id ID`` through the CLI (so it runs on whatever engine ``harness benchmark``
+   uses: the shared, concurrent one), tracked in ``--tracking-uri`` (default
+   ``sqlite:///.harness/simulated_vs_real.db``; an interrupted one continues with the same id).
+   Each sweep's best after ``b`` finished trials is its result at budget ``b`` (the anytime reading
+   of one sweep of the largest budget). Its per-seed best curves, wall seconds and the machine's
+   load are kept in ``--raw``/SPACE/real.json;
+2. the simulated side (``--part sim``): the same tuners on ``--sim-seeds`` seeds on the space's
+   table (:func:`harness.simulate.run_simulated_benchmark`, no tuner time charged), one file per
+   tuner (``--raw``/SPACE/sim-TUNER.json, with the table's sha256: a file from another table is
+   rerun); ``--jobs J`` runs J tuners at once in separate processes (the tuners' own computation,
+   Ax's and the GP's model fits, is the simulated side's whole cost);
+3. the report (``--part report``, and the end of ``all``): both sides normalized on the one range
+   (:func:`harness.oracle.table_normalization`: the best per-configuration mean, the median
+   configuration), then :func:`harness.agreement.agreement`: Kendall tau-b between simulated and
+   real per-tuner IQM regret and mean rank, its bootstrap interval over the real seeds, the
+   real-vs-real split-half tau beside it (the ceiling), and the share of Holm-significant real
+   pairs the simulation orders the same way. A space whose raw files are missing is skipped with
+   a line saying so.
 
-It prints one table per space and budget, the real cost (wall seconds of the real benchmark and the
-machine's load), and writes everything as strict JSON to ``--out``. The target of the issue is
+The raw files are small JSON kept in the repository (benchmarks/results/svr/), so the hours of
+real runs survive the machine and the report can be rebuilt from them. The target of the issue is
 tau >= 0.8 on every space. A tiny run, to prove the pipeline (minutes):
 
-    python benchmarks/simulated_vs_real.py --spaces gflownet-quick --tuners optuna,random,ax \\
-        --budgets 3,6 --real-seeds 3 --sim-seeds 3 --reps 200 --out /tmp/svr.json
+    python benchmarks/simulated_vs_real.py --spaces locoprop-quick --tuners optuna,random \\
+        --budgets 3,6 --real-seeds 3 --sim-seeds 3 --reps 200 --raw /tmp/svr --out /tmp/svr.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
+
+Curves = dict[str, dict[int, list[float]]]  # tuner -> seed -> best after 1 .. n finished trials
 
 
 def canon(name: str) -> str:
@@ -62,15 +73,39 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def run_real(space: str, tuners: list[str], seeds: int, trials: int, bid: str, uri: str, args: argparse.Namespace,
-             out: Path) -> dict[str, Any]:
-    """``harness benchmark`` through the CLI; skipped when the benchmark is complete already."""
-    have = read_real(uri, bid, tuners, [trials]) if _store_exists(uri) else None
-    if have is not None and all(len(v) >= seeds for v in have[trials].values()):
-        return {"ran": False, "wall_seconds": None, "command": None}
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    from harness.strict_json import dumps
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(dumps(doc))
+    tmp.replace(path)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _curves(doc: dict[str, Any]) -> Curves:
+    return {t: {int(s): [_nan(v) for v in c] for s, c in per.items()} for t, per in doc["curves"].items()}
+
+
+def at(curves: Curves, budget: int) -> dict[str, dict[int, float]]:
+    """tuner -> seed -> best after ``budget`` trials (sweeps shorter than the budget left out)."""
+    return {t: {s: c[budget - 1] for s, c in per.items() if len(c) >= budget} for t, per in curves.items()}
+
+
+# -- the real side --------------------------------------------------------------------------------
+def run_real(space: str, tuners: list[str], seeds: int, trials: int, bid: str, uri: str,
+             args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """``harness benchmark`` through the CLI (``--id`` continues an interrupted one)."""
     cmd = [sys.executable, "-m", "harness.cli", "benchmark", space, "--tuners", ",".join(tuners),
            "--seeds", str(seeds), "--trials", str(trials), "--id", bid, "--tracking-uri", uri,
-           "--devices", "cpu", "--format", "json", "--out", str(out / bid)]
+           "--devices", "cpu", "--format", "json", "--out", str(work / bid)]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
     if args.concurrent:
@@ -82,16 +117,13 @@ def run_real(space: str, tuners: list[str], seeds: int, trials: int, bid: str, u
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise SystemExit(f"the real benchmark failed (exit {proc.returncode}): {' | '.join(tail)}")
-    return {"ran": True, "wall_seconds": wall, "load_before": before, "load_after": load(), "command": cmd[2:]}
+    return {"wall_seconds": wall, "load_before": before, "load_after": load(), "cpus": os.cpu_count(),
+            "command": cmd[2:]}
 
 
-def _store_exists(uri: str) -> bool:
-    return not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).exists()
-
-
-def read_real(uri: str, bid: str, tuners: list[str], budgets: list[int]) -> dict[int, dict[str, dict[int, float]]] | None:
-    """budget -> tuner -> seed -> best after that many finished trials, from MLflow; None when the
-    benchmark has no sweeps."""
+def read_real(uri: str, bid: str, tuners: list[str], trials: int) -> Curves | None:
+    """tuner -> seed -> best curve of every finished real sweep of ``bid`` in MLflow; None when
+    the benchmark has no sweeps."""
     from harness.compare.read import load_sweeps
     from harness.records import RecordError
 
@@ -100,34 +132,97 @@ def read_real(uri: str, bid: str, tuners: list[str], budgets: list[int]) -> dict
     except RecordError:
         return None
     want = {canon(t): t for t in tuners}
-    out: dict[int, dict[str, dict[int, float]]] = {b: {t: {} for t in tuners} for b in budgets}
+    out: Curves = {t: {} for t in tuners}
     for r in records:  # oldest first: a rerun of a tuner / seed overwrites
         t = want.get(canon(r.tuner))
         if t is None:
             continue
         h = r.history()
-        if not h or h[-1].trials < max(budgets):
+        if not h or h[-1].trials < trials:
             continue  # unfinished: not a result at the largest budget
-        for b in budgets:
-            out[b][t][r.seed] = best_at(h, b)
+        out[t][r.seed] = [best_at(h, b) for b in range(1, trials + 1)]
     return out
 
 
-def run_sim(space: str, tuners: list[str], seeds: int, trials: int, budgets: list[int], workers: int,
-            out: Path) -> tuple[dict[int, dict[str, dict[int, float]]], Any]:
+def real_side(space: str, tuners: list[str], args: argparse.Namespace, top: int, raw: Path, work: Path) -> None:
+    path = raw / space / "real.json"
+    bid = f"{args.id_prefix}-{space}"
+    have = _read(path)
+    if args.part == "real-read":  # what MLflow holds now (an unfinished benchmark's finished sweeps), no run
+        curves = read_real(args.tracking_uri, bid, tuners, top)
+        if curves is None:
+            raise SystemExit(f"no real sweeps of benchmark {bid} in {args.tracking_uri}")
+        cost = (have or {}).get("cost") or {"wall_seconds": None, "note": "read from MLflow; the run's cost not measured"}
+        _write(path, {"space": space, "benchmark_id": bid, "trials": top, "cost": cost, "curves": curves})
+        print(f"  real: {sum(map(len, curves.values()))} finished sweeps read -> {path}", flush=True)
+        return
+    if have is not None and all(len(have["curves"].get(t, {})) >= args.real_seeds for t in tuners) \
+            and have["trials"] >= top:
+        print(f"  real: {path} holds {args.real_seeds} seeds of every tuner already", flush=True)
+        return
+    cost = run_real(space, tuners, args.real_seeds, top, bid, args.tracking_uri, args, work)
+    curves = read_real(args.tracking_uri, bid, tuners, top)
+    if curves is None:
+        raise SystemExit(f"no real sweeps of benchmark {bid} in {args.tracking_uri}")
+    _write(path, {"space": space, "benchmark_id": bid, "trials": top, "cost": cost, "curves": curves})
+    print(f"  real: {sum(map(len, curves.values()))} sweeps in {cost['wall_seconds']:.0f} s "
+          f"(load {cost['load_before']:.1f} -> {cost['load_after']:.1f}) -> {path}", flush=True)
+
+
+# -- the simulated side ---------------------------------------------------------------------------
+def _sim_one(space: str, tuner: str, seeds: int, trials: int, out: str) -> dict[str, Any]:
     from harness.oracle import find_table
     from harness.simulate import run_simulated_benchmark
+    from harness.tabulate import sha256
 
-    bench = run_simulated_benchmark(space, tuners=tuners, seeds=list(range(seeds)), trials=trials, workers=workers,
-                                    table=find_table(space), charge_tuner_time=False, tracking_uri="none", out=out)
-    res: dict[int, dict[str, dict[int, float]]] = {b: {t: {} for t in tuners} for b in budgets}
-    for sw in bench.sweeps:
-        curve = sw.best_curve(bench.goal, trials)
-        for b in budgets:
-            res[b][sw.tuner][sw.seed] = float(curve[b - 1])
-    return res, bench
+    table = find_table(space)
+    t0 = time.perf_counter()
+    bench = run_simulated_benchmark(space, tuners=[tuner], seeds=list(range(seeds)), trials=trials, workers=1,
+                                    table=table, charge_tuner_time=False, tracking_uri="none", out=Path(out))
+    curves = {tuner: {sw.seed: [float(v) for v in sw.best_curve(bench.goal, trials)] for sw in bench.sweeps}}
+    return {"space": space, "tuner": tuner, "trials": trials, "table": str(table), "table_sha256": sha256(table),
+            "wall_seconds": time.perf_counter() - t0, "cpus": os.cpu_count(), "curves": curves}
 
 
+def sim_side(space: str, tuners: list[str], args: argparse.Namespace, top: int, raw: Path, work: Path) -> None:
+    from harness.oracle import find_table
+    from harness.tabulate import sha256
+
+    digest = sha256(find_table(space))
+    todo = []
+    for t in tuners:
+        have = _read(raw / space / f"sim-{canon(t).replace(':', '-')}.json")
+        if have is not None and have["table_sha256"] == digest and have["trials"] >= top \
+                and len(have["curves"].get(t, {})) >= args.sim_seeds:
+            continue
+        todo.append(t)
+    if not todo:
+        print(f"  simulated: every tuner has {args.sim_seeds} seeds on this table already", flush=True)
+        return
+    print(f"  simulated: {', '.join(todo)} x {args.sim_seeds} seeds ({args.jobs} at once)", flush=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futs = {t: pool.submit(_sim_one, space, t, args.sim_seeds, top, str(work / f"sim-{space}-{canon(t)}"))
+                for t in todo}
+        for t, f in futs.items():
+            doc = f.result()
+            _write(raw / space / f"sim-{canon(t).replace(':', '-')}.json", doc)
+            print(f"  simulated {t}: {doc['wall_seconds']:.0f} s", flush=True)
+
+
+def read_sim(space: str, tuners: list[str], raw: Path) -> tuple[Curves, dict[str, float], set[str]]:
+    curves: Curves = {}
+    wall: dict[str, float] = {}
+    digests: set[str] = set()
+    for t in tuners:
+        doc = _read(raw / space / f"sim-{canon(t).replace(':', '-')}.json")
+        if doc is not None:
+            curves.update(_curves(doc))
+            wall[t] = doc["wall_seconds"]
+            digests.add(doc["table_sha256"])
+    return curves, wall, digests
+
+
+# -- the report -----------------------------------------------------------------------------------
 def fmt(x: float | None, d: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{d}f}"
 
@@ -136,12 +231,60 @@ def ci(x: list[float] | None) -> str:
     return "-" if not x else f"[{x[0]:.2f}, {x[1]:.2f}]"
 
 
-def main(argv: list[str] | None = None) -> int:
+def report(space: str, tuners: list[str], budgets: list[int], args: argparse.Namespace,
+           raw: Path) -> dict[str, Any] | None:
     from harness.agreement import agreement
-    from harness.oracle import table_normalization
+    from harness.oracle import find_table, table_normalization
     from harness.spec import load_spec
-    from harness.strict_json import dumps
+    from harness.tabulate import sha256
 
+    spec = load_spec(space)
+    goal = spec.metric.goal
+    real_doc = _read(raw / space / "real.json")
+    sim, sim_wall, digests = read_sim(space, tuners, raw)
+    lacking = [t for t in tuners if t not in sim] + ([] if real_doc else ["the real side"])
+    if lacking:
+        print(f"  not reported: no raw results of {', '.join(lacking)} in {raw / space}", flush=True)
+        return None
+    digest = sha256(find_table(space))
+    if digests != {digest}:
+        print(f"  note: the simulated side was run on another table than {find_table(space)} (sha256 differs)")
+    norm = table_normalization(space, spec.metric.name, goal)
+    if norm is None:
+        raise SystemExit(f"{space}: no readable table to normalize on (build it: make tables)")
+    real = _curves(real_doc)  # type: ignore[index]
+    res: dict[str, Any] = {"benchmark_id": real_doc["benchmark_id"], "normalization": norm.as_dict(),  # type: ignore[index]
+                           "table_sha256": digest, "real_cost": real_doc["cost"],  # type: ignore[index]
+                           "sim_wall_seconds": sim_wall, "budgets": {}}
+    for b in budgets:
+        real_b = {t: v for t, v in at(real, b).items() if v and t in tuners}
+        missing = [t for t in tuners if t not in real_b]
+        if missing:
+            print(f"  budget {b}: no finished real sweep of {', '.join(missing)}: skipped")
+            continue
+        a = agreement(at(sim, b), real_b, norm.optimum, norm.worst, goal, reps=args.reps)  # type: ignore[arg-type]
+        res["budgets"][str(b)] = a
+        print(f"\n  after {b} trials ({len(a['real_seeds'])} real seeds, {len(a['sim_seeds'])} simulated):")
+        print(f"  {'tuner':14} {'sim IQM':>8} {'real IQM':>8} {'sim rank':>8} {'real rank':>9}")
+        for t, row in a["per_tuner"].items():
+            print(f"  {t:14} {fmt(row['sim_iqm_regret'], 3):>8} {fmt(row['real_iqm_regret'], 3):>8} "
+                  f"{fmt(row['sim_mean_rank']):>8} {fmt(row['real_mean_rank']):>9}")
+        print(f"  tau(IQM regret) {fmt(a['tau_iqm'])} {ci(a['tau_iqm_ci'])}  split-half {fmt(a['split_half_tau_iqm'])} "
+              f"{ci(a['split_half_tau_iqm_ci'])}")
+        print(f"  tau(mean rank)  {fmt(a['tau_rank'])} {ci(a['tau_rank_ci'])}  split-half "
+              f"{fmt(a['split_half_tau_rank'])} {ci(a['split_half_tau_rank_ci'])}")
+        share = a["significant_share"]
+        print(f"  Holm-significant real pairs ordered alike: {a['significant_same_order']} of "
+              f"{a['significant_pairs']}" + ("" if share is None else f" ({share:.0%})"))
+    cost = real_doc["cost"]  # type: ignore[index]
+    if cost.get("wall_seconds") is not None:
+        print(f"  real cost: {cost['wall_seconds']:.0f} s wall on {cost.get('cpus')} CPUs (load {cost['load_before']:.1f} -> "
+              f"{cost['load_after']:.1f})")
+    print(f"  simulated: {sum(sim_wall.values()):.0f} s of tuner computation")
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spaces", default="gflownet-quick,diffusion-quick,locoprop-quick")
     ap.add_argument("--tuners", default="optuna:tpe,optuna:gp,optuna:cmaes,random,ax")
@@ -152,11 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrent", type=int, default=None, help="harness benchmark --concurrent")
     ap.add_argument("--tracking-uri", default="sqlite:///.harness/simulated_vs_real.db")
     ap.add_argument("--id-prefix", default="svr")
+    ap.add_argument("--part", choices=["all", "real", "real-read", "sim", "report"], default="all",
+                    help="run the real side, the simulated side, or only report from the raw files; real-read "
+                         "writes the raw file from the finished sweeps MLflow holds (an unfinished run's), no run")
+    ap.add_argument("--jobs", type=int, default=1, help="simulated tuners run at once (processes)")
+    ap.add_argument("--raw", type=Path, default=Path("benchmarks/results/svr"), help="the raw per-side results")
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap and split-half replicates")
-    ap.add_argument("--skip-real", action="store_true", help="read the real side only (it must exist)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/simulated_vs_real.json"))
     args = ap.parse_args(argv)
-    spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
+    spaces = [Path(s.strip()).stem for s in args.spaces.split(",") if s.strip()]
     tuners = [t.strip() for t in args.tuners.split(",") if t.strip()]
     budgets = sorted({int(b) for b in args.budgets.split(",")})
     top = max(budgets)
@@ -165,51 +312,22 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"tuners": tuners, "budgets": budgets, "real_seeds": args.real_seeds,
                                "sim_seeds": args.sim_seeds, "spaces": {}}
     for space in spaces:
-        spec = load_spec(space)
-        goal = spec.metric.goal
-        bid = f"{args.id_prefix}-{Path(space).stem}"
         print(f"\n== {space}: {', '.join(tuners)}; {args.real_seeds} real / {args.sim_seeds} simulated seeds; "
               f"budgets {budgets}", flush=True)
-        cost = {"ran": False} if args.skip_real else run_real(space, tuners, args.real_seeds, top, bid,
-                                                              args.tracking_uri, args, work)
-        real = read_real(args.tracking_uri, bid, tuners, budgets)
-        if real is None:
-            raise SystemExit(f"no real sweeps of benchmark {bid} in {args.tracking_uri}")
-        t0 = time.perf_counter()
-        sim, bench = run_sim(space, tuners, args.sim_seeds, top, budgets, 1, work / f"sim-{bid}")
-        sim_wall = time.perf_counter() - t0
-        norm = table_normalization(space, spec.metric.name, goal)
-        optimum, worst = (norm.optimum, norm.worst) if norm is not None else (bench.optimum, bench.worst)
-        space_res: dict[str, Any] = {"benchmark_id": bid, "normalization": norm.as_dict() if norm else
-                                     {"optimum": optimum, "worst": worst, "source": "the simulated benchmark's"},
-                                     "real_cost": cost, "sim_wall_seconds": sim_wall, "budgets": {}}
-        for b in budgets:
-            real_b = {t: v for t, v in real[b].items() if v}
-            lacking = [t for t in tuners if t not in real_b]
-            if lacking:
-                print(f"  budget {b}: no finished real sweep of {', '.join(lacking)}: skipped")
-                continue
-            a = agreement(sim[b], real_b, optimum, worst, goal, reps=args.reps)  # type: ignore[arg-type]
-            space_res["budgets"][str(b)] = a
-            print(f"\n  after {b} trials ({len(a['real_seeds'])} real seeds, {len(a['sim_seeds'])} simulated):")
-            print(f"  {'tuner':14} {'sim IQM':>8} {'real IQM':>8} {'sim rank':>8} {'real rank':>9}")
-            for t, row in a["per_tuner"].items():
-                print(f"  {t:14} {fmt(row['sim_iqm_regret'], 3):>8} {fmt(row['real_iqm_regret'], 3):>8} "
-                      f"{fmt(row['sim_mean_rank']):>8} {fmt(row['real_mean_rank']):>9}")
-            print(f"  tau(IQM regret) {fmt(a['tau_iqm'])} {ci(a['tau_iqm_ci'])}  split-half {fmt(a['split_half_tau_iqm'])} "
-                  f"{ci(a['split_half_tau_iqm_ci'])}")
-            print(f"  tau(mean rank)  {fmt(a['tau_rank'])} {ci(a['tau_rank_ci'])}  split-half "
-                  f"{fmt(a['split_half_tau_rank'])} {ci(a['split_half_tau_rank_ci'])}")
-            share = a["significant_share"]
-            print(f"  Holm-significant real pairs ordered alike: {a['significant_same_order']} of "
-                  f"{a['significant_pairs']}" + ("" if share is None else f" ({share:.0%})"))
-        if cost.get("ran"):
-            print(f"  real cost: {cost['wall_seconds']:.0f} s wall (load {cost['load_before']:.1f} -> "
-                  f"{cost['load_after']:.1f}); simulated: {sim_wall:.0f} s")
-        results["spaces"][space] = space_res
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(dumps(results))
-    print(f"\nwritten: {args.out}")
+        if args.part in ("all", "real", "real-read"):
+            real_side(space, tuners, args, top, args.raw, work)
+        if args.part in ("all", "sim"):
+            sim_side(space, tuners, args, top, args.raw, work)
+        if args.part in ("all", "report"):
+            res = report(space, tuners, budgets, args, args.raw)
+            if res is not None:
+                results["spaces"][space] = res
+    if args.part in ("all", "report"):
+        from harness.strict_json import dumps
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(dumps(results))
+        print(f"\nwritten: {args.out}")
     return 0
 
 

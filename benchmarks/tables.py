@@ -162,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
           "top half, lowest surrogate regret over fresh Sobol configurations < 0.05, noise spread ratio in "
           "[0.8, 1.25] (pooled SD, leave-one-out; 'med' = median-based). Regret on the best per-configuration "
           "mean .. the median configuration.")
-    print("Full tables (hours of CPU; resumable):\n"
-          "  make tables TABLE_CONFIGS=500 TABLE_SEEDS=3      # the Sobol stage, then this script\n"
-          "  harness tabulate SPACE --stage dense --configs 100 --seeds 3   # the dense stage (once wired)")
+    print("Full tables (resumable: rerun the same command):\n"
+          "  make tables        # each quick space: harness tabulate SPACE --configs 500 --seeds 3 --dense 100, "
+          "then this script")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(dumps({"tables": rows}))
