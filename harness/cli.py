@@ -289,7 +289,7 @@ def benchmark(
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: the space file's stem).")] = None,
     population: PopulationOpt = None,
     engine: Annotated[str | None, typer.Option(help="Where the ask/tell tuners' trials run, shared by every sweep: local (worker processes here; default) | ray (Ray actors). Ray Tune's sweeps run on Ray, apart.")] = None,
-    concurrent: Annotated[int | None, typer.Option(help="Sweeps running at once over the shared workers (default: all of them). Each sweep keeps its own --workers cap of trials in flight, seed, budget and MLflow run.")] = None,
+    concurrent: Annotated[int | None, typer.Option(help="Sweeps running at once (default: all of them, sharing the --workers processes: one sweep's tuner thinks while another's trial runs). On CPU, N sweeps get N x --workers processes, one thread each by default. Each sweep keeps its own --workers cap of trials in flight, seed, budget and MLflow run.")] = None,
     sequential: Annotated[bool, typer.Option("--sequential", help="Run the sweeps one after another, each on its own workers (the slower way; for comparison).")] = False,
     simulated: Annotated[bool, typer.Option("--simulated", help="Run on a simulated clock over the space's table (harness tabulate) and its surrogate, then print the verdict.")] = False,
     charge_tuner_time: Annotated[bool, typer.Option("--charge-tuner-time/--no-charge-tuner-time", help="--simulated: add the tuner's own ask/tell wall time to the simulated clock (default on).")] = True,

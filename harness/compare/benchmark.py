@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -182,10 +182,22 @@ def _together(plan: BenchmarkPlan, todo: list[Any], concurrent: int | None,
             items.append((o, p, state))
         else:
             items.append((options, prepare(options, quiet=True), None))
-    engine = make_engine_for(items[0][0], items[0][1])
+    first = items[0][1]
+    engine = make_engine_for(items[0][0], replace(first, slots=shared_places(first.slots, concurrent, len(items))))
     assert engine is not None  # ask/tell sweeps only
-    launch_together(items, engine=engine, cap=len(items[0][1].slots), concurrent=concurrent, on_close=heard)
+    launch_together(items, engine=engine, cap=len(first.slots), concurrent=concurrent, on_close=heard)
     return engine.fill_rate()
+
+
+def shared_places(slots: list[str], concurrent: int | None, sweeps: int) -> list[str]:
+    """The shared engine's places: ``--concurrent N`` sweeps at once on CPU get N x ``--workers``
+    worker processes (each sweep keeps its own ``--workers`` cap, so ``--workers 1 --concurrent
+    2`` runs two sequential sweeps side by side on two processes of one thread each); without
+    ``--concurrent``, or on GPUs (the places are the device slots), every sweep shares the
+    ``--workers`` places (one sweep's tuner thinks while another's trial runs)."""
+    if concurrent is None or any(s != "cpu" for s in slots):
+        return list(slots)
+    return list(slots) * min(concurrent, max(1, sweeps))
 
 
 def _one(plan: BenchmarkPlan, options: Any, live: Any) -> Any:

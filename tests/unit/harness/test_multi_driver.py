@@ -107,3 +107,16 @@ def test_ctrl_c_after_the_timeout_still_interrupts_the_running_trials() -> None:
     results = rec.stats.results
     assert len(results) == 2 and all(r.state is TrialState.FAILED and r.interrupted for r in results)
     assert all(r.steps < 10 for r in results)  # stopped at a report, not run to their end
+
+
+def test_concurrent_sweeps_on_cpu_get_their_own_worker_processes() -> None:
+    """``--workers 1 --concurrent 2``: two sequential sweeps on two processes (one thread each),
+    not two sweeps taking turns on one process of two threads; more --concurrent than sweeps adds
+    nothing; without --concurrent, or on GPUs, the sweeps share the --workers places."""
+    from harness.compare.benchmark import shared_places
+
+    assert shared_places(["cpu"], 2, 50) == ["cpu", "cpu"]
+    assert shared_places(["cpu", "cpu"], 3, 50) == ["cpu"] * 6
+    assert shared_places(["cpu"], 8, 3) == ["cpu"] * 3
+    assert shared_places(["cpu", "cpu"], None, 50) == ["cpu", "cpu"]
+    assert shared_places(["cuda:0", "cuda:1"], 4, 50) == ["cuda:0", "cuda:1"]
