@@ -235,6 +235,7 @@ def report(space: str, tuners: list[str], budgets: list[int], args: argparse.Nam
            raw: Path) -> dict[str, Any] | None:
     from harness.agreement import agreement
     from harness.oracle import find_table, table_normalization
+    from harness.ranking import verdict
     from harness.spec import load_spec
     from harness.tabulate import sha256
 
@@ -263,6 +264,8 @@ def report(space: str, tuners: list[str], budgets: list[int], args: argparse.Nam
             print(f"  budget {b}: no finished real sweep of {', '.join(missing)}: skipped")
             continue
         a = agreement(at(sim, b), real_b, norm.optimum, norm.worst, goal, reps=args.reps)  # type: ignore[arg-type]
+        for side, finals in (("sim", {t: at(sim, b)[t] for t in tuners}), ("real", real_b)):
+            a[f"{side}_verdict"] = verdict(finals, norm.optimum, norm.worst, goal).as_dict()  # type: ignore[arg-type]
         res["budgets"][str(b)] = a
         print(f"\n  after {b} trials ({len(a['real_seeds'])} real seeds, {len(a['sim_seeds'])} simulated):")
         print(f"  {'tuner':14} {'sim IQM':>8} {'real IQM':>8} {'sim rank':>8} {'real rank':>9}")
@@ -276,6 +279,7 @@ def report(space: str, tuners: list[str], budgets: list[int], args: argparse.Nam
         share = a["significant_share"]
         print(f"  Holm-significant real pairs ordered alike: {a['significant_same_order']} of "
               f"{a['significant_pairs']}" + ("" if share is None else f" ({share:.0%})"))
+        print(f"  real verdict: {a['real_verdict']['summary']}\n  simulated verdict: {a['sim_verdict']['summary']}")
     cost = real_doc["cost"]  # type: ignore[index]
     if cost.get("wall_seconds") is not None:
         print(f"  real cost: {cost['wall_seconds']:.0f} s wall on {cost.get('cpus')} CPUs (load {cost['load_before']:.1f} -> "
