@@ -112,7 +112,9 @@ def run_real(space: str, tuners: list[str], seeds: int, trials: int, bid: str, u
         cmd += ["--concurrent", str(args.concurrent)]
     before, t0 = load(), time.perf_counter()
     print("  real:", " ".join(cmd[2:]), flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # the driver's own torch (Ax's and the GP's model fits) on one thread: the workers hold the cores
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -170,18 +172,39 @@ def real_side(space: str, tuners: list[str], args: argparse.Namespace, top: int,
 
 
 # -- the simulated side ---------------------------------------------------------------------------
-def _sim_one(space: str, tuner: str, seeds: int, trials: int, out: str) -> dict[str, Any]:
-    from harness.oracle import find_table
-    from harness.simulate import run_simulated_benchmark
+def _sim_path(raw: Path, space: str, tuner: str) -> Path:
+    return raw / space / f"sim-{canon(tuner).replace(':', '-')}.json"
+
+
+def _sim_one(space: str, tuner: str, seeds: int, trials: int, path: str) -> dict[str, Any]:
+    """One tuner's simulated sweeps, seed after seed, the raw file rewritten after each (a rerun
+    does the seeds it lacks); one torch thread, as several of these share the cores."""
+    import torch
+
+    from harness.oracle import TableOracle, find_table, load_table
+    from harness.simulate import _quiet_optuna, check_tuners, simulate_sweep
+    from harness.spec import load_spec
     from harness.tabulate import sha256
 
+    torch.set_num_threads(1)
+    _quiet_optuna()
+    check_tuners([tuner])
+    spec = load_spec(space)
     table = find_table(space)
-    t0 = time.perf_counter()
-    bench = run_simulated_benchmark(space, tuners=[tuner], seeds=list(range(seeds)), trials=trials, workers=1,
-                                    table=table, charge_tuner_time=False, tracking_uri="none", out=Path(out))
-    curves = {tuner: {sw.seed: [float(v) for v in sw.best_curve(bench.goal, trials)] for sw in bench.sweeps}}
-    return {"space": space, "tuner": tuner, "trials": trials, "table": str(table), "table_sha256": sha256(table),
-            "wall_seconds": time.perf_counter() - t0, "cpus": os.cpu_count(), "curves": curves}
+    digest = sha256(table)
+    doc = _read(Path(path))
+    if doc is None or doc.get("table_sha256") != digest or doc.get("trials") != trials:
+        doc = {"space": space, "tuner": tuner, "trials": trials, "table": str(table), "table_sha256": digest,
+               "wall_seconds": 0.0, "cpus": os.cpu_count(), "curves": {tuner: {}}}
+    oracle = TableOracle(spec, load_table(table, space))
+    for seed in range(seeds):
+        if str(seed) in doc["curves"][tuner]:
+            continue
+        sw = simulate_sweep(spec, oracle, tuner, seed, trials, workers=1, charge_tuner_time=False)
+        doc["curves"][tuner][str(seed)] = [float(v) for v in sw.best_curve(spec.metric.goal, trials)]
+        doc["wall_seconds"] += sw.wall_seconds
+        _write(Path(path), doc)
+    return doc
 
 
 def sim_side(space: str, tuners: list[str], args: argparse.Namespace, top: int, raw: Path, work: Path) -> None:
@@ -191,7 +214,7 @@ def sim_side(space: str, tuners: list[str], args: argparse.Namespace, top: int, 
     digest = sha256(find_table(space))
     todo = []
     for t in tuners:
-        have = _read(raw / space / f"sim-{canon(t).replace(':', '-')}.json")
+        have = _read(_sim_path(raw, space, t))
         if have is not None and have["table_sha256"] == digest and have["trials"] >= top \
                 and len(have["curves"].get(t, {})) >= args.sim_seeds:
             continue
@@ -201,12 +224,9 @@ def sim_side(space: str, tuners: list[str], args: argparse.Namespace, top: int, 
         return
     print(f"  simulated: {', '.join(todo)} x {args.sim_seeds} seeds ({args.jobs} at once)", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futs = {t: pool.submit(_sim_one, space, t, args.sim_seeds, top, str(work / f"sim-{space}-{canon(t)}"))
-                for t in todo}
+        futs = {t: pool.submit(_sim_one, space, t, args.sim_seeds, top, str(_sim_path(raw, space, t))) for t in todo}
         for t, f in futs.items():
-            doc = f.result()
-            _write(raw / space / f"sim-{canon(t).replace(':', '-')}.json", doc)
-            print(f"  simulated {t}: {doc['wall_seconds']:.0f} s", flush=True)
+            print(f"  simulated {t}: {f.result()['wall_seconds']:.0f} s", flush=True)
 
 
 def read_sim(space: str, tuners: list[str], raw: Path) -> tuple[Curves, dict[str, float], set[str]]:
@@ -214,7 +234,7 @@ def read_sim(space: str, tuners: list[str], raw: Path) -> tuple[Curves, dict[str
     wall: dict[str, float] = {}
     digests: set[str] = set()
     for t in tuners:
-        doc = _read(raw / space / f"sim-{canon(t).replace(':', '-')}.json")
+        doc = _read(_sim_path(raw, space, t))
         if doc is not None:
             curves.update(_curves(doc))
             wall[t] = doc["wall_seconds"]
