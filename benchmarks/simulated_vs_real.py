@@ -100,11 +100,12 @@ def at(curves: Curves, budget: int) -> dict[str, dict[int, float]]:
 
 
 # -- the real side --------------------------------------------------------------------------------
-def run_real(space: str, tuners: list[str], seeds: int, trials: int, bid: str, uri: str,
+def run_real(space: str, tuners: list[str], seeds: list[int], trials: int, bid: str, uri: str,
              args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """``harness benchmark`` through the CLI (``--id`` continues an interrupted one)."""
+    seed_arg = str(len(seeds)) if seeds == list(range(len(seeds))) else ",".join(map(str, seeds))
     cmd = [sys.executable, "-m", "harness.cli", "benchmark", space, "--tuners", ",".join(tuners),
-           "--seeds", str(seeds), "--trials", str(trials), "--id", bid, "--tracking-uri", uri,
+           "--seeds", seed_arg, "--trials", str(trials), "--id", bid, "--tracking-uri", uri,
            "--devices", "cpu", "--format", "json", "--out", str(work / bid)]
     if args.workers:
         cmd += ["--workers", str(args.workers)]
@@ -119,7 +120,9 @@ def run_real(space: str, tuners: list[str], seeds: int, trials: int, bid: str, u
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise SystemExit(f"the real benchmark failed (exit {proc.returncode}): {' | '.join(tail)}")
-    return {"wall_seconds": wall, "load_before": before, "load_after": load(), "cpus": os.cpu_count(),
+    print(f"  real: {bid} took {wall:.0f} s (load {before:.1f} -> {load():.1f})", flush=True)
+    return {"benchmark_id": bid, "tuners": tuners, "seeds": seeds, "wall_seconds": wall, "load_before": before,
+            "load_after": load(), "cpus": os.cpu_count(),
             "command": cmd[2:]}
 
 
@@ -146,29 +149,46 @@ def read_real(uri: str, bid: str, tuners: list[str], trials: int) -> Curves | No
     return out
 
 
+def missing_groups(curves: Curves, tuners: list[str], seeds: int) -> dict[tuple[int, ...], list[str]]:
+    """The seeds 0 .. ``seeds``-1 each tuner lacks, tuners lacking the same seeds together."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for t in tuners:
+        lack = tuple(s for s in range(seeds) if s not in curves.get(t, {}))
+        if lack:
+            groups.setdefault(lack, []).append(t)
+    return groups
+
+
 def real_side(space: str, tuners: list[str], args: argparse.Namespace, top: int, raw: Path, work: Path) -> None:
+    """Run what ``raw``/SPACE/real.json lacks and merge it in. A benchmark per group of tuners
+    missing the same seeds (``--seeds 3,7,...``; a sweep's trial seeds depend on its seed alone,
+    so a seed run later is the same sweep); the first run of a space is one benchmark with
+    every tuner and seed. ``--part real-read`` writes what MLflow holds of those benchmarks
+    now (the finished sweeps of an interrupted one), running nothing: a snapshot that a later
+    session continues from."""
     path = raw / space / "real.json"
-    bid = f"{args.id_prefix}-{space}"
+    base = f"{args.id_prefix}-{space}"
     have = _read(path)
-    if args.part == "real-read":  # what MLflow holds now (an unfinished benchmark's finished sweeps), no run
-        curves = read_real(args.tracking_uri, bid, tuners, top)
-        if curves is None:
-            raise SystemExit(f"no real sweeps of benchmark {bid} in {args.tracking_uri}")
-        cost = (have or {}).get("cost") or {"wall_seconds": None, "note": "read from MLflow; the run's cost not measured"}
-        _write(path, {"space": space, "benchmark_id": bid, "trials": top, "cost": cost, "curves": curves})
-        print(f"  real: {sum(map(len, curves.values()))} finished sweeps read -> {path}", flush=True)
-        return
-    if have is not None and all(len(have["curves"].get(t, {})) >= args.real_seeds for t in tuners) \
-            and have["trials"] >= top:
+    curves: Curves = _curves(have) if have is not None and have["trials"] >= top else {}
+    groups = missing_groups(curves, tuners, args.real_seeds)
+    if not groups:
         print(f"  real: {path} holds {args.real_seeds} seeds of every tuner already", flush=True)
         return
-    cost = run_real(space, tuners, args.real_seeds, top, bid, args.tracking_uri, args, work)
-    curves = read_real(args.tracking_uri, bid, tuners, top)
-    if curves is None:
-        raise SystemExit(f"no real sweeps of benchmark {bid} in {args.tracking_uri}")
-    _write(path, {"space": space, "benchmark_id": bid, "trials": top, "cost": cost, "curves": curves})
-    print(f"  real: {sum(map(len, curves.values()))} sweeps in {cost['wall_seconds']:.0f} s "
-          f"(load {cost['load_before']:.1f} -> {cost['load_after']:.1f}) -> {path}", flush=True)
+    costs: list[dict[str, Any]] = list((have or {}).get("costs") or ([have["cost"]] if have and have.get("cost") else []))
+    for k, (seeds, ts) in enumerate(sorted(groups.items())):
+        bid = base if not curves else f"{base}-g{k}"  # the same ids on a rerun of an unfinished continuation
+        if args.part != "real-read":
+            costs.append(run_real(space, ts, list(seeds), top, bid, args.tracking_uri, args, work))
+        got = read_real(args.tracking_uri, bid, ts, top)
+        if got is None:
+            print(f"  real: no sweeps of benchmark {bid} in {args.tracking_uri}", flush=True)
+            continue
+        for t, per in got.items():
+            curves.setdefault(t, {}).update({s: c for s, c in per.items() if s in seeds})
+        _write(path, {"space": space, "benchmark_ids": sorted({*(have or {}).get("benchmark_ids", []), bid}),
+                      "trials": top, "costs": costs, "curves": curves})
+    done = sum(len(v) for v in curves.values())
+    print(f"  real: {done} of {len(tuners) * args.real_seeds} sweeps -> {path}", flush=True)
 
 
 # -- the simulated side ---------------------------------------------------------------------------
@@ -274,8 +294,8 @@ def report(space: str, tuners: list[str], budgets: list[int], args: argparse.Nam
     if norm is None:
         raise SystemExit(f"{space}: no readable table to normalize on (build it: make tables)")
     real = _curves(real_doc)  # type: ignore[index]
-    res: dict[str, Any] = {"benchmark_id": real_doc["benchmark_id"], "normalization": norm.as_dict(),  # type: ignore[index]
-                           "table_sha256": digest, "real_cost": real_doc["cost"],  # type: ignore[index]
+    res: dict[str, Any] = {"benchmark_ids": real_doc["benchmark_ids"], "normalization": norm.as_dict(),  # type: ignore[index]
+                           "table_sha256": digest, "real_costs": real_doc["costs"],  # type: ignore[index]
                            "sim_wall_seconds": sim_wall, "budgets": {}}
     for b in budgets:
         real_b = {t: v for t, v in at(real, b).items() if v and t in tuners}
@@ -300,10 +320,10 @@ def report(space: str, tuners: list[str], budgets: list[int], args: argparse.Nam
         print(f"  Holm-significant real pairs ordered alike: {a['significant_same_order']} of "
               f"{a['significant_pairs']}" + ("" if share is None else f" ({share:.0%})"))
         print(f"  real verdict: {a['real_verdict']['summary']}\n  simulated verdict: {a['sim_verdict']['summary']}")
-    cost = real_doc["cost"]  # type: ignore[index]
-    if cost.get("wall_seconds") is not None:
-        print(f"  real cost: {cost['wall_seconds']:.0f} s wall on {cost.get('cpus')} CPUs (load {cost['load_before']:.1f} -> "
-              f"{cost['load_after']:.1f})")
+    for cost in real_doc["costs"]:  # type: ignore[index]
+        if cost.get("wall_seconds") is not None:
+            print(f"  real cost: {cost.get('benchmark_id', '')} {cost['wall_seconds']:.0f} s wall on {cost.get('cpus')} "
+                  f"CPUs (load {cost['load_before']:.1f} -> {cost['load_after']:.1f})")
     print(f"  simulated: {sum(sim_wall.values()):.0f} s of tuner computation")
     return res
 

@@ -36,8 +36,8 @@ def _raw(tmp: Path, real: dict[str, float], sim: dict[str, float], digest: str, 
     raw = tmp / "raw"
     (raw / SPACE).mkdir(parents=True)
     (raw / SPACE / "real.json").write_text(json.dumps({
-        "space": SPACE, "benchmark_id": "svr-x", "trials": trials,
-        "cost": {"wall_seconds": 1.0, "load_before": 0.0, "load_after": 0.0, "cpus": 2},
+        "space": SPACE, "benchmark_ids": ["svr-x"], "trials": trials,
+        "costs": [{"benchmark_id": "svr-x", "wall_seconds": 1.0, "load_before": 0.0, "load_after": 0.0, "cpus": 2}],
         "curves": _curves(real, 6, trials)}))
     mod = _script()
     for t, curves in _curves(sim, 8, trials).items():
@@ -84,3 +84,10 @@ def test_at_reads_a_budget_and_leaves_out_shorter_sweeps() -> None:
     assert at(curves, 3) == {"a": {0: 1.0}, "b": {0: 7.0}}
     got = at(curves, 1)
     assert got["a"] == {0: 3.0, 1: 5.0} and math.isnan(got["b"][0])
+
+
+def test_a_continuation_runs_only_the_missing_seeds_grouped_by_tuner() -> None:
+    groups = _script().missing_groups
+    have = {"a": {0: [1.0], 1: [1.0], 2: [1.0]}, "b": {0: [1.0]}, "c": {0: [1.0]}}
+    assert groups(have, ["a", "b", "c", "d"], 3) == {(1, 2): ["b", "c"], (0, 1, 2): ["d"]}
+    assert groups(have, ["a"], 3) == {}
