@@ -16,10 +16,11 @@ Per space:
    of one sweep of the largest budget). Its per-seed best curves, wall seconds and the machine's
    load are kept in ``--raw``/SPACE/real.json;
 2. the simulated side (``--part sim``): the same tuners on ``--sim-seeds`` seeds on the space's
-   table (:func:`harness.simulate.run_simulated_benchmark`, no tuner time charged), one file per
-   tuner (``--raw``/SPACE/sim-TUNER.json, with the table's sha256: a file from another table is
-   rerun); ``--jobs J`` runs J tuners at once in separate processes (the tuners' own computation,
-   Ax's and the GP's model fits, is the simulated side's whole cost);
+   table (:func:`harness.simulate.simulate_sweep`, no tuner time charged), one file per tuner
+   (``--raw``/SPACE/sim-TUNER.json, written after each seed, so a rerun does the seeds it lacks;
+   with the table's sha256: a file from another table is rerun); ``--jobs J`` runs J tuners at
+   once in separate processes (the tuners' own computation, Ax's and the GP's model fits, is the
+   simulated side's main cost);
 3. the report (``--part report``, and the end of ``all``): both sides normalized on the one range
    (:func:`harness.oracle.table_normalization`: the best per-configuration mean, the median
    configuration), then :func:`harness.agreement.agreement`: Kendall tau-b between simulated and
@@ -53,9 +54,11 @@ Curves = dict[str, dict[int, list[float]]]  # tuner -> seed -> best after 1 .. n
 
 
 def canon(name: str) -> str:
-    """The canonical tuner label (the ``harness.tuner`` tag): ``optuna:tpe`` is ``optuna``."""
-    name = name.strip()
-    return "optuna" if name == "optuna:tpe" else name
+    """The canonical tuner label (the ``harness.tuner`` tag, :func:`harness.inputs.parse_tuner`):
+    ``optuna:tpe`` is ``optuna``."""
+    from harness.inputs import parse_tuner
+
+    return parse_tuner(name.strip()).label
 
 
 def best_at(history: list[Any], budget: int) -> float:
@@ -78,12 +81,11 @@ def _nan(x: float | None) -> float:
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
+    from harness.files import write_atomic
     from harness.strict_json import dumps
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(dumps(doc))
-    tmp.replace(path)
+    write_atomic(path, dumps(doc))
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -174,7 +176,7 @@ def real_side(space: str, tuners: list[str], args: argparse.Namespace, top: int,
     if not groups:
         print(f"  real: {path} holds {args.real_seeds} seeds of every tuner already", flush=True)
         return
-    costs: list[dict[str, Any]] = list((have or {}).get("costs") or ([have["cost"]] if have and have.get("cost") else []))
+    costs: list[dict[str, Any]] = list((have or {}).get("costs", []))
     for k, (seeds, ts) in enumerate(sorted(groups.items())):
         bid = base if not curves else f"{base}-g{k}"  # the same ids on a rerun of an unfinished continuation
         if args.part != "real-read":
@@ -227,7 +229,7 @@ def _sim_one(space: str, tuner: str, seeds: int, trials: int, path: str) -> dict
     return doc
 
 
-def sim_side(space: str, tuners: list[str], args: argparse.Namespace, top: int, raw: Path, work: Path) -> None:
+def sim_side(space: str, tuners: list[str], args: argparse.Namespace, top: int, raw: Path) -> None:
     from harness.oracle import find_table
     from harness.tabulate import sha256
 
@@ -303,8 +305,9 @@ def report(space: str, tuners: list[str], budgets: list[int], args: argparse.Nam
         if missing:
             print(f"  budget {b}: no finished real sweep of {', '.join(missing)}: skipped")
             continue
-        a = agreement(at(sim, b), real_b, norm.optimum, norm.worst, goal, reps=args.reps)  # type: ignore[arg-type]
-        for side, finals in (("sim", {t: at(sim, b)[t] for t in tuners}), ("real", real_b)):
+        sim_b = {t: v for t, v in at(sim, b).items() if t in tuners}
+        a = agreement(sim_b, real_b, norm.optimum, norm.worst, goal, reps=args.reps)  # type: ignore[arg-type]
+        for side, finals in (("sim", sim_b), ("real", real_b)):
             a[f"{side}_verdict"] = verdict(finals, norm.optimum, norm.worst, goal).as_dict()  # type: ignore[arg-type]
         res["budgets"][str(b)] = a
         print(f"\n  after {b} trials ({len(a['real_seeds'])} real seeds, {len(a['sim_seeds'])} simulated):")
@@ -324,7 +327,7 @@ def report(space: str, tuners: list[str], budgets: list[int], args: argparse.Nam
         if cost.get("wall_seconds") is not None:
             print(f"  real cost: {cost.get('benchmark_id', '')} {cost['wall_seconds']:.0f} s wall on {cost.get('cpus')} "
                   f"CPUs (load {cost['load_before']:.1f} -> {cost['load_after']:.1f})")
-    print(f"  simulated: {sum(sim_wall.values()):.0f} s of tuner computation")
+    print(f"  simulated: {sum(sim_wall.values()):.0f} s wall (tuners' computation and the simulation)")
     return res
 
 
@@ -361,16 +364,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.part in ("all", "real", "real-read"):
             real_side(space, tuners, args, top, args.raw, work)
         if args.part in ("all", "sim"):
-            sim_side(space, tuners, args, top, args.raw, work)
+            sim_side(space, tuners, args, top, args.raw)
         if args.part in ("all", "report"):
             res = report(space, tuners, budgets, args, args.raw)
             if res is not None:
                 results["spaces"][space] = res
     if args.part in ("all", "report"):
-        from harness.strict_json import dumps
-
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(dumps(results))
+        _write(args.out, results)
         print(f"\nwritten: {args.out}")
     return 0
 
