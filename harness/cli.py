@@ -279,7 +279,7 @@ def benchmark(
     workers: Annotated[int | None, typer.Option(help="Parallel workers of every sweep.")] = None,
     devices: Annotated[str, typer.Option(help="auto | cpu | GPU indices such as 0,1.")] = "auto",
     pruner: Annotated[str, typer.Option(help="Optuna's pruner (the other tuners run without one).")] = "none",
-    id: Annotated[str | None, typer.Option("--id", help="Benchmark id, tagged harness.benchmark on every sweep (default: bench-<timestamp>).")] = None,
+    id: Annotated[str | None, typer.Option("--id", help="Benchmark id, tagged harness.benchmark on every sweep (default: bench-<timestamp>). Rerun with the same id: unfinished sweeps continue, finished ones are skipped, or continued to a larger --trials.")] = None,
     target: TargetOpt = None,
     optimum: OptimumOpt = None,
     worst: WorstOpt = None,
@@ -329,8 +329,12 @@ def benchmark(
               f"on {space}, each sweep {budget} (experiment '{plan.experiment}'), {how}")
     if plan.finished:
         log.print(f"  {len(plan.finished)} sweep(s) of {plan.id} finished already: skipped", markup=False)
-    if plan.unfinished:
-        log.print(f"  {len(plan.unfinished)} sweep(s) of {plan.id} continue where they stopped", markup=False)
+    if plan.extended:
+        log.print(f"  {len(plan.extended)} finished sweep(s) of {plan.id} continue to {plan.trials} trials",
+                  markup=False)
+    if len(plan.unfinished) > len(plan.extended):
+        log.print(f"  {len(plan.unfinished) - len(plan.extended)} sweep(s) of {plan.id} continue where they stopped",
+                  markup=False)
 
     @contextmanager
     def progress(i: int, options: object):  # type: ignore[no-untyped-def]

@@ -6,7 +6,8 @@ populations with ``--population K``; :func:`harness.builder.launch_together`), e
 own tuner, recorder, seed, parent run, budget, state folder and ``--workers`` in-flight cap;
 ``--tuner ray`` sweeps keep Ray Tune's own loop and run apart, after them. ``sequential=True``
 runs them one after another, each on its own engine (the behaviour before sweeps ran together).
-Rerunning with the same ``--id`` continues each unfinished sweep and skips the finished ones.
+Rerunning with the same ``--id`` continues each unfinished sweep and skips the finished ones; with a
+larger ``--trials`` a finished sweep is continued to the new budget (its trials so far are kept).
 ``harness benchmark`` then compares them (:func:`harness.compare.run.run_compare`).
 """
 
@@ -37,6 +38,7 @@ class BenchmarkPlan:
     budget_steps: int | None
     finished: set[str] = field(default_factory=set)  # sweeps of this id already finished (skipped)
     unfinished: set[str] = field(default_factory=set)  # sweeps of this id started, to continue
+    extended: set[str] = field(default_factory=set)  # finished on a smaller --trials: continued to this one
     workers: int = 1
     population: int = 1
 
@@ -118,8 +120,15 @@ def plan_benchmark(space: str, *, tuners: str, seeds: str, trials: int | None = 
                          workers=len(p.slots), population=p.population)
     for s in sweeps:
         state = read_state(s.state_root / s.name)
-        if state is not None:
-            (plan.finished if state.get("status") == FINISHED else plan.unfinished).add(s.name)
+        if state is None:
+            continue
+        short = cap is not None and isinstance(state.get("trials"), int) and state["trials"] < cap
+        if state.get("status") == FINISHED and not short:
+            plan.finished.add(s.name)
+        else:  # unfinished, or finished on a smaller --trials of the same id: continued to this budget
+            plan.unfinished.add(s.name)
+            if state.get("status") == FINISHED:
+                plan.extended.add(s.name)
     return plan
 
 
@@ -176,7 +185,8 @@ def _together(plan: BenchmarkPlan, todo: list[Any], concurrent: int | None,
             state_dir = options.state_root / options.name
             lock = lock_sweep(state_dir, options.name)  # refused when another process drives it
             try:
-                o, p, state = prepare_resume(options.name, state_dir, space=plan.space, quiet=True)
+                o, p, state = prepare_resume(options.name, state_dir, space=plan.space, trials=options.trials,
+                                             quiet=True)
             finally:
                 lock.release()
             items.append((o, p, state))
@@ -205,5 +215,6 @@ def _one(plan: BenchmarkPlan, options: Any, live: Any) -> Any:
     from harness.builder import launch, resume
 
     if options.name in plan.unfinished:
-        return resume(options.name, state_root=options.state_root, space=plan.space, on_update=live)
+        return resume(options.name, state_root=options.state_root, space=plan.space, trials=options.trials,
+                      on_update=live)
     return launch(options, live)

@@ -139,3 +139,30 @@ def test_ctrl_c_stops_every_sweep_and_the_same_id_continues_the_unfinished(tmp_p
         counted = [k for k in mine if k.data.tags.get("harness.reason") != "interrupted"]
         assert len(counted) == 4, (p.data.tags["harness.sweep"], [k.data.tags for k in mine])
         assert p.info.status == "FINISHED"
+
+
+def test_the_same_id_with_more_trials_continues_the_finished_sweeps(tmp_path, monkeypatch) -> None:
+    """A finished benchmark rerun with its --id and a larger --trials continues each sweep to the
+    new budget, keeping the trials it has (before: every sweep counted as finished and the verdict
+    read the smaller budget); the same budget again skips them all."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quad.yaml").write_text(SPACE)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    kw = dict(tuners="random,optuna", seeds="1", workers=1, devices="cpu", tracking_uri=uri, bid="grow")
+    first = run_benchmark(plan_benchmark("quad.yaml", trials=3, **kw))
+    before = {s.name: [e["params"] for e in _events(s.state_dir) if e["event"] == "started"] for s in first.summaries}
+    plan = plan_benchmark("quad.yaml", trials=5, **kw)
+    assert plan.extended == plan.unfinished == set(before) and not plan.finished
+    run_benchmark(plan)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("quad")
+    parents = client.search_runs([exp.experiment_id], "tags.`harness.kind` = 'sweep'", max_results=100)
+    assert len(parents) == 2  # continued, not started again
+    kids = client.search_runs([exp.experiment_id], "tags.`harness.kind` = 'trial'", max_results=1000)
+    for p in parents:
+        assert len([k for k in kids if k.data.tags["mlflow.parentRunId"] == p.info.run_id]) == 5
+    for name, params in before.items():  # the first three trials are kept as they were
+        after = [e["params"] for e in _events(tmp_path / ".harness" / "sweeps" / name) if e["event"] == "started"]
+        assert len(after) == 5 and after[:3] == params
+    again = plan_benchmark("quad.yaml", trials=5, **kw)
+    assert again.finished == set(before) and not again.unfinished
