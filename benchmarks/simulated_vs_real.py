@@ -204,12 +204,12 @@ def _sim_one(space: str, tuner: str, seeds: int, trials: int, path: str) -> dict
     import torch
 
     from harness.oracle import TableOracle, find_table, load_table
-    from harness.simulate import _quiet_optuna, check_tuners, simulate_sweep
+    from harness.simulate import check_tuners, quiet_optuna, simulate_sweep
     from harness.spec import load_spec
     from harness.tabulate import sha256
 
     torch.set_num_threads(1)
-    _quiet_optuna()
+    quiet_optuna()
     check_tuners([tuner])
     spec = load_spec(space)
     table = find_table(space)

@@ -96,7 +96,7 @@ def simulate_sweep(spec: SweepSpec, oracle: Callable[[TrialTask], Curve], tuner:
                                                         pruner=pruner if base == "optuna" else "none", budget=trials))
     else:  # a tuner object (a ManualTuner replaying the table, say)
         tuner_obj, tuner = tuner, getattr(tuner, "name", "tuner")
-    _quiet_optuna()  # the optuna backend sets WARNING when it builds its study
+    quiet_optuna()  # the optuna backend sets WARNING when it builds its study
     engine = SimulatedEngine(oracle, workers=workers, charge_tuner_time=charge_tuner_time)
     elapsed: list[float] = []  # the simulated clock at each finished trial
 
@@ -182,7 +182,7 @@ def run_simulated_benchmark(
     optimum, worst = norm.optimum, norm.worst
     if optimum == worst:
         raise SimulationError(f"optimum and worst are both {optimum}: the normalized regret is undefined")
-    _quiet_optuna()
+    quiet_optuna()
     goal = spec.metric.goal
     stem = Path(space).stem
     bid = bid or f"sim-{datetime.now():%Y%m%d-%H%M%S}"
@@ -214,7 +214,7 @@ def run_simulated_benchmark(
     return bench
 
 
-def _quiet_optuna() -> None:
+def quiet_optuna() -> None:
     """The simulated sweeps run hundreds of studies: Optuna's per-trial INFO lines and the GP
     sampler's independent-sampling warning (a documented fallback) would drown the output."""
     import warnings
@@ -333,4 +333,4 @@ def _log_summary(uri: str, bench: SimBenchmark, spec: SweepSpec) -> str:
 
 
 __all__ = ["BUDGETS", "parse_seeds", "render", "SimBenchmark", "SimSweep", "SimulationError", "TableOracle", "check_tuners",
-           "run_simulated_benchmark", "simulate_sweep", "tuner_label"]
+           "quiet_optuna", "run_simulated_benchmark", "simulate_sweep", "tuner_label"]
