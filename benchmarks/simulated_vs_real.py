@@ -4,7 +4,7 @@
         --spaces gflownet-quick,diffusion-quick,locoprop-quick \\
         --tuners optuna:tpe,optuna:gp,optuna:cmaes,random,ax --budgets 20,50 \\
         --real-seeds 10 --sim-seeds 30 [--workers 1] [--concurrent N] [--part all|real|real-read|sim|report] \\
-        [--jobs J] [--out FILE]
+        [--jobs J] [--surrogate plain|calibrated] [--out FILE]
 
 Per space:
 
@@ -20,7 +20,8 @@ Per space:
    (``--raw``/SPACE/sim-TUNER.json, written after each seed, so a rerun does the seeds it lacks;
    with the table's sha256: a file from another table is rerun); ``--jobs J`` runs J tuners at
    once in separate processes (the tuners' own computation, Ax's and the GP's model fits, is the
-   simulated side's main cost);
+   simulated side's main cost); ``--surrogate calibrated`` runs (and reports) the same on the
+   surrogate with its calibration line, in files of its own (``sim-TUNER-calibrated.json``);
 3. the report (``--part report``, and the end of ``all``): both sides normalized on the one range
    (:func:`harness.oracle.table_normalization`: the best per-configuration mean, the median
    configuration), then :func:`harness.agreement.agreement`: Kendall tau-b between simulated and
@@ -194,11 +195,14 @@ def real_side(space: str, tuners: list[str], args: argparse.Namespace, top: int,
 
 
 # -- the simulated side ---------------------------------------------------------------------------
-def _sim_path(raw: Path, space: str, tuner: str) -> Path:
-    return raw / space / f"sim-{canon(tuner).replace(':', '-')}.json"
+def _sim_path(raw: Path, space: str, tuner: str, surrogate: str = "plain") -> Path:
+    """``sim-TUNER.json`` (the simulator's plain surrogate), ``sim-TUNER-calibrated.json``."""
+    suffix = "" if surrogate == "plain" else f"-{surrogate}"
+    return raw / space / f"sim-{canon(tuner).replace(':', '-')}{suffix}.json"
 
 
-def _sim_one(space: str, tuner: str, seeds: int, trials: int, path: str) -> dict[str, Any]:
+def _sim_one(space: str, tuner: str, seeds: int, trials: int, path: str,
+             surrogate: str = "plain") -> dict[str, Any]:
     """One tuner's simulated sweeps, seed after seed, the raw file rewritten after each (a rerun
     does the seeds it lacks); one torch thread, as several of these share the cores."""
     import torch
@@ -217,8 +221,8 @@ def _sim_one(space: str, tuner: str, seeds: int, trials: int, path: str) -> dict
     doc = _read(Path(path))
     if doc is None or doc.get("table_sha256") != digest or doc.get("trials") != trials:
         doc = {"space": space, "tuner": tuner, "trials": trials, "table": str(table), "table_sha256": digest,
-               "wall_seconds": 0.0, "cpus": os.cpu_count(), "curves": {tuner: {}}}
-    oracle = TableOracle(spec, load_table(table, space))
+               "surrogate": surrogate, "wall_seconds": 0.0, "cpus": os.cpu_count(), "curves": {tuner: {}}}
+    oracle = TableOracle(spec, load_table(table, space), calibrate=surrogate == "calibrated")
     for seed in range(seeds):
         if str(seed) in doc["curves"][tuner]:
             continue
@@ -236,7 +240,7 @@ def sim_side(space: str, tuners: list[str], args: argparse.Namespace, top: int, 
     digest = sha256(find_table(space))
     todo = []
     for t in tuners:
-        have = _read(_sim_path(raw, space, t))
+        have = _read(_sim_path(raw, space, t, args.surrogate))
         if have is not None and have["table_sha256"] == digest and have["trials"] >= top \
                 and len(have["curves"].get(t, {})) >= args.sim_seeds:
             continue
@@ -244,19 +248,22 @@ def sim_side(space: str, tuners: list[str], args: argparse.Namespace, top: int, 
     if not todo:
         print(f"  simulated: every tuner has {args.sim_seeds} seeds on this table already", flush=True)
         return
-    print(f"  simulated: {', '.join(todo)} x {args.sim_seeds} seeds ({args.jobs} at once)", flush=True)
+    print(f"  simulated ({args.surrogate} surrogate): {', '.join(todo)} x {args.sim_seeds} seeds "
+          f"({args.jobs} at once)", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futs = {t: pool.submit(_sim_one, space, t, args.sim_seeds, top, str(_sim_path(raw, space, t))) for t in todo}
+        futs = {t: pool.submit(_sim_one, space, t, args.sim_seeds, top, str(_sim_path(raw, space, t, args.surrogate)),
+                               args.surrogate) for t in todo}
         for t, f in futs.items():
             print(f"  simulated {t}: {f.result()['wall_seconds']:.0f} s", flush=True)
 
 
-def read_sim(space: str, tuners: list[str], raw: Path) -> tuple[Curves, dict[str, float], set[str]]:
+def read_sim(space: str, tuners: list[str], raw: Path,
+             surrogate: str = "plain") -> tuple[Curves, dict[str, float], set[str]]:
     curves: Curves = {}
     wall: dict[str, float] = {}
     digests: set[str] = set()
     for t in tuners:
-        doc = _read(_sim_path(raw, space, t))
+        doc = _read(_sim_path(raw, space, t, surrogate))
         if doc is not None:
             curves.update(_curves(doc))
             wall[t] = doc["wall_seconds"]
@@ -284,7 +291,7 @@ def report(space: str, tuners: list[str], budgets: list[int], args: argparse.Nam
     spec = load_spec(space)
     goal = spec.metric.goal
     real_doc = _read(raw / space / "real.json")
-    sim, sim_wall, digests = read_sim(space, tuners, raw)
+    sim, sim_wall, digests = read_sim(space, tuners, raw, args.surrogate)
     lacking = [t for t in tuners if t not in sim] + ([] if real_doc else ["the real side"])
     if lacking:
         print(f"  not reported: no raw results of {', '.join(lacking)} in {raw / space}", flush=True)
@@ -298,7 +305,7 @@ def report(space: str, tuners: list[str], budgets: list[int], args: argparse.Nam
     real = _curves(real_doc)  # type: ignore[index]
     res: dict[str, Any] = {"benchmark_ids": real_doc["benchmark_ids"], "normalization": norm.as_dict(),  # type: ignore[index]
                            "table_sha256": digest, "real_costs": real_doc["costs"],  # type: ignore[index]
-                           "sim_wall_seconds": sim_wall, "budgets": {}}
+                           "surrogate": args.surrogate, "sim_wall_seconds": sim_wall, "budgets": {}}
     for b in budgets:
         real_b = {t: v for t, v in at(real, b).items() if v and t in tuners}
         missing = [t for t in tuners if t not in real_b]
@@ -346,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the real side, the simulated side, or only report from the raw files; real-read "
                          "writes the raw file from the finished sweeps MLflow holds (an unfinished run's), no run")
     ap.add_argument("--jobs", type=int, default=1, help="simulated tuners run at once (processes)")
+    ap.add_argument("--surrogate", choices=["plain", "calibrated"], default="plain",
+                    help="the simulated side's surrogate: the simulator's own (plain) or with its calibration "
+                         "line (Surrogate(calibrate=True)); kept in its own raw files, sim-TUNER-calibrated.json")
     ap.add_argument("--raw", type=Path, default=Path("benchmarks/results/svr"), help="the raw per-side results")
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap and split-half replicates")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/simulated_vs_real.json"))
@@ -357,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(".harness") / "simulated_vs_real"
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"tuners": tuners, "budgets": budgets, "real_seeds": args.real_seeds,
-                               "sim_seeds": args.sim_seeds, "spaces": {}}
+                               "sim_seeds": args.sim_seeds, "surrogate": args.surrogate, "spaces": {}}
     for space in spaces:
         print(f"\n== {space}: {', '.join(tuners)}; {args.real_seeds} real / {args.sim_seeds} simulated seeds; "
               f"budgets {budgets}", flush=True)

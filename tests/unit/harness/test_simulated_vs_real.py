@@ -91,3 +91,26 @@ def test_a_continuation_runs_only_the_missing_seeds_grouped_by_tuner() -> None:
     have = {"a": {0: [1.0], 1: [1.0], 2: [1.0]}, "b": {0: [1.0]}, "c": {0: [1.0]}}
     assert groups(have, ["a", "b", "c", "d"], 3) == {(1, 2): ["b", "c"], (0, 1, 2): ["d"]}
     assert groups(have, ["a"], 3) == {}
+
+
+def test_the_calibrated_surrogate_is_reported_from_its_own_files(tmp_path: Path) -> None:
+    """``--surrogate calibrated`` reads sim-TUNER-calibrated.json, never the plain files beside it,
+    and says which surrogate the report is of."""
+    digest = sha256(find_table(SPACE))
+    real = {"optuna:tpe": 18.5, "random": 20.5, "ax": 22.5}
+    raw = _raw(tmp_path, real, {"optuna:tpe": 18.0, "random": 20.0, "ax": 22.0}, digest)  # plain: same order
+    mod = _script()
+    for t, curves in _curves({"optuna:tpe": 22.0, "random": 20.0, "ax": 18.0}, 8, 6).items():  # reversed
+        mod._sim_path(raw, SPACE, t, "calibrated").write_text(json.dumps({
+            "space": SPACE, "tuner": t, "trials": 6, "table_sha256": digest, "wall_seconds": 2.0,
+            "surrogate": "calibrated", "curves": {t: curves}}))
+    assert mod._sim_path(raw, SPACE, "optuna:tpe", "calibrated").name == "sim-optuna-calibrated.json"
+    taus = {}
+    for surrogate in ("plain", "calibrated"):
+        out = tmp_path / f"{surrogate}.json"
+        assert mod.main(["--spaces", SPACE, "--tuners", ",".join(TUNERS), "--budgets", "6", "--part", "report",
+                         "--raw", str(raw), "--reps", "50", "--surrogate", surrogate, "--out", str(out)]) == 0
+        doc = json.loads(out.read_text())
+        assert doc["surrogate"] == doc["spaces"][SPACE]["surrogate"] == surrogate
+        taus[surrogate] = doc["spaces"][SPACE]["budgets"]["6"]["tau_iqm"]
+    assert taus == {"plain": pytest.approx(1.0), "calibrated": pytest.approx(-1.0)}
