@@ -114,3 +114,11 @@ def test_the_calibrated_surrogate_is_reported_from_its_own_files(tmp_path: Path)
         assert doc["surrogate"] == doc["spaces"][SPACE]["surrogate"] == surrogate
         taus[surrogate] = doc["spaces"][SPACE]["budgets"]["6"]["tau_iqm"]
     assert taus == {"plain": pytest.approx(1.0), "calibrated": pytest.approx(-1.0)}
+
+
+@pytest.mark.parametrize("seeds", [[0, 1, 2], [9], [0], [3, 7], [5, 6, 7, 8, 9]])
+def test_the_seeds_option_names_exactly_the_missing_seeds(seeds: list[int]) -> None:
+    """A continuation of seed 9 alone must not run seeds 0 .. 8 (a bare ``9`` is a count)."""
+    from harness.compare.benchmark import parse_seeds
+
+    assert parse_seeds(_script().seeds_option(seeds)) == seeds
