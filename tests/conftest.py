@@ -111,3 +111,15 @@ def postgres_db():
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
+
+
+def load_script(relative: str):  # type: ignore[no-untyped-def]
+    """A repository script (``benchmarks/tables.py``) imported as a module, for its tests."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / relative
+    spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod

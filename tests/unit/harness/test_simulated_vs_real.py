@@ -3,7 +3,6 @@ sweeps are kept as small JSON, and the report must read them back to the same ag
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,18 +11,14 @@ import pytest
 
 from harness.oracle import find_table
 from harness.tabulate import sha256
+from tests.conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[3]
 SPACE = "locoprop-quick"
 TUNERS = ["optuna:tpe", "random", "ax"]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("svr", ROOT / "benchmarks" / "simulated_vs_real.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/simulated_vs_real.py")
 
 
 def _curves(levels: dict[str, float], seeds: int, trials: int) -> dict[str, dict[str, list[float]]]:

@@ -4,23 +4,16 @@ own best configuration read on a held-out seed."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.conftest import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("tables_script", ROOT / "benchmarks" / "tables.py")
-    mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/tables.py")
 
 
 def _table(rng: np.random.Generator, true: np.ndarray, sigma: float, k: int = 3) -> pd.DataFrame:
