@@ -103,18 +103,12 @@ def at(curves: Curves, budget: int) -> dict[str, dict[int, float]]:
 
 
 # -- the real side --------------------------------------------------------------------------------
-def seeds_option(seeds: list[int]) -> str:
-    """``harness benchmark --seeds`` naming exactly ``seeds``: a count for 0 .. n-1, else a comma
-    list (``9,`` for seed 9 alone: a bare ``9`` is a count, seeds 0 .. 8)."""
-    if seeds == list(range(len(seeds))):
-        return str(len(seeds))
-    return ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else "")
-
-
 def run_real(space: str, tuners: list[str], seeds: list[int], trials: int, bid: str, uri: str,
              args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """``harness benchmark`` through the CLI (``--id`` continues an interrupted one)."""
-    seed_arg = seeds_option(seeds)
+    from harness.compare.benchmark import seeds_text
+
+    seed_arg = seeds_text(seeds)  # 9, for seed 9 alone: a bare 9 would be seeds 0 .. 8
     cmd = [sys.executable, "-m", "harness.cli", "benchmark", space, "--tuners", ",".join(tuners),
            "--seeds", seed_arg, "--trials", str(trials), "--id", bid, "--tracking-uri", uri,
            "--devices", "cpu", "--format", "json", "--out", str(work / bid)]

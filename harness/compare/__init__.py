@@ -19,6 +19,7 @@ from harness.compare.benchmark import (
     parse_seeds,
     plan_benchmark,
     run_benchmark,
+    seeds_text,
 )
 from harness.compare.read import Event, SweepRecord, TrialPoint, load_sweeps
 from harness.compare.render import COLUMNS, FORMATS, fmt, fmt_count, render_text, table_rows, tables
@@ -42,6 +43,6 @@ __all__ = [
     "ALPHA", "COLUMNS", "FORMATS", "STEPS_ONLY_TRIAL_CAP", "TEST_NAME", "BenchmarkPlan", "Comparison", "Event",
     "PairTest", "SweepRecord", "TrialPoint", "TunerRow", "VerdictReport", "better", "compare_sweeps", "fmt",
     "fmt_count", "holm", "load_sweeps", "log_comparison", "paired_test", "parse_seeds", "plan_benchmark",
-    "render_text", "run_benchmark", "run_compare", "table_rows", "tables", "value_range", "verdict_report",
+    "render_text", "run_benchmark", "run_compare", "seeds_text", "table_rows", "tables", "value_range", "verdict_report",
     "write_verdict_plots",
 ]

@@ -69,6 +69,14 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def seeds_text(seeds: list[int]) -> str:
+    """The ``--seeds`` text :func:`parse_seeds` reads back as exactly ``seeds``: a count for 0 ..
+    n-1, else a comma list (``9,`` for seed 9 alone: a bare ``9`` is a count, seeds 0 .. 8)."""
+    if seeds == list(range(len(seeds))):
+        return str(len(seeds))
+    return ",".join(map(str, seeds)) + ("," if len(seeds) == 1 else "")
+
+
 def plan_benchmark(space: str, *, tuners: str, seeds: str, trials: int | None = None,
                    budget_steps: int | None = None, workers: int | None = None, devices: str = "auto",
                    tracking_uri: str | None = None, experiment: str | None = None,

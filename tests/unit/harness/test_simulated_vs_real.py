@@ -114,6 +114,6 @@ def test_the_calibrated_surrogate_is_reported_from_its_own_files(tmp_path: Path)
 @pytest.mark.parametrize("seeds", [[0, 1, 2], [9], [0], [3, 7], [5, 6, 7, 8, 9]])
 def test_the_seeds_option_names_exactly_the_missing_seeds(seeds: list[int]) -> None:
     """A continuation of seed 9 alone must not run seeds 0 .. 8 (a bare ``9`` is a count)."""
-    from harness.compare.benchmark import parse_seeds
+    from harness.compare.benchmark import parse_seeds, seeds_text
 
-    assert parse_seeds(_script().seeds_option(seeds)) == seeds
+    assert parse_seeds(seeds_text(seeds)) == seeds
