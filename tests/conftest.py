@@ -119,7 +119,7 @@ def load_script(relative: str):  # type: ignore[no-untyped-def]
 
     path = Path(__file__).resolve().parents[1] / relative
     spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
